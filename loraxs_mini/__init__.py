@@ -1,0 +1,13 @@
+"""
+loraxs-mini: parameter-efficient fine-tuning of GPT-2, from scratch, for reading.
+
+    model.py             a compact GPT-2
+    pretrained.py        loading and saving Hugging Face GPT-2 checkpoints
+    safetensors_file.py  the checkpoint file format, read and written by hand
+    adapters/            LoRA, VeRA and LoRA-XS, side by side
+"""
+
+from .errors import LoraxsError
+from .model import GPT, GPTConfig
+
+__all__ = ["GPT", "GPTConfig", "LoraxsError"]

@@ -1,0 +1,46 @@
+"""Shared fixtures: tiny models, the optional ../shared assets, and a private download cache."""
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from loraxs_mini import GPT, GPTConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+SMALL_PRETRAINED = SHARED / "pretrained-small-gpt2"
+
+if (SHARED / "tiktoken_cache").is_dir():
+    os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(SHARED / "tiktoken_cache"))
+
+requires_small_pretrained = pytest.mark.skipif(
+    not SMALL_PRETRAINED.is_dir(), reason="../shared/pretrained-small-gpt2 is not here"
+)
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    """Never touch the user's ~/.cache during tests."""
+    monkeypatch.setenv("LORAXS_MINI_CACHE", str(tmp_path / "cache"))
+
+
+def tiny_gpt(seed=0, **overrides):
+    torch.manual_seed(seed)
+    return GPT(GPTConfig.from_name("tiny", **overrides), verbose=False)
+
+
+@pytest.fixture(scope="session")
+def hf_tiny(tmp_path_factory):
+    """A tiny random GPT-2 made and saved by `transformers` itself: (model, folder)."""
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(n_layer=2, n_head=4, n_embd=64, n_positions=96, vocab_size=50257)
+    model = transformers.GPT2LMHeadModel(config).eval()
+    with torch.no_grad():  # move every tensor off its default (LayerNorm 1, biases 0) so a mix-up shows
+        for parameter in model.parameters():
+            parameter.add_(0.05 * torch.randn_like(parameter))
+    folder = tmp_path_factory.mktemp("hf_tiny")
+    model.save_pretrained(folder)  # safetensors by default
+    return model, folder

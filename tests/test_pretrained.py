@@ -1,0 +1,162 @@
+"""Loading and saving checkpoints in Hugging Face's layout, checked against `transformers` itself."""
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from conftest import SMALL_PRETRAINED, requires_small_pretrained, tiny_gpt
+from loraxs_mini import GPT, LoraxsError
+from loraxs_mini.pretrained import checkpoint_names, config_from_shapes
+from loraxs_mini.safetensors_file import load_file, save_file
+
+
+def hf_greedy(hf_model, prompt, n):
+    hf_model.generation_config.eos_token_id = None  # never stop early: compare all n tokens
+    return hf_model.generate(prompt, max_new_tokens=n, do_sample=False, pad_token_id=0)
+
+
+def test_loads_a_transformers_checkpoint_and_matches_its_logits_and_greedy_text(hf_tiny):
+    hf_model, folder = hf_tiny
+    model = GPT.from_pretrained(folder).eval()
+    assert model.config.n_layer == 2 and model.config.block_size == 96
+    prompt = torch.randint(0, 50257, (2, 16), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ours, _ = model(prompt)
+        theirs = hf_model(prompt).logits
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=0)
+    assert torch.equal(model.generate(prompt[:1], 20), hf_greedy(hf_model, prompt[:1], 20))
+
+
+def test_transformers_loads_what_we_save_and_agrees(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    model = tiny_gpt(seed=3).eval()
+    with torch.no_grad():  # off the default init, so that biases and LayerNorms are exercised
+        for parameter in model.parameters():
+            parameter.add_(0.05 * torch.randn_like(parameter))
+    model.save_pretrained(tmp_path / "ours")
+    hf_model, info = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "ours", output_loading_info=True)
+    assert not any(info[key] for key in ("missing_keys", "unexpected_keys", "mismatched_keys"))
+    prompt = torch.randint(0, 50257, (2, 20), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        torch.testing.assert_close(hf_model.eval()(prompt).logits, model(prompt)[0], atol=1e-5, rtol=0)
+
+
+def hub_layout_tensors(hf_model):
+    """What the Hub's own GPT-2 files hold: no prefix, float32, one causal-mask buffer per block."""
+    config = hf_model.config
+    tensors = {
+        name.removeprefix("transformer."): tensor.detach().float().contiguous()
+        for name, tensor in hf_model.state_dict().items()
+        if name != "lm_head.weight"
+    }
+    mask = torch.tril(torch.ones(config.n_positions, config.n_positions)).view(
+        1, 1, config.n_positions, config.n_positions
+    )
+    for layer in range(config.n_layer):
+        tensors[f"h.{layer}.attn.bias"] = mask.clone()  # the reference writer refuses shared memory
+    return tensors
+
+
+def test_the_hub_file_layout_loads(hf_tiny, tmp_path):
+    reference = pytest.importorskip("safetensors.torch")
+    hf_model, hf_folder = hf_tiny
+    folder = tmp_path / "hub"
+    folder.mkdir()
+    reference.save_file(hub_layout_tensors(hf_model), folder / "model.safetensors")  # written by the reference library
+    shutil.copy(hf_folder / "config.json", folder / "config.json")
+    tensors, _ = load_file(folder / "model.safetensors")
+    assert "wte.weight" in tensors and "h.0.attn.bias" in tensors and len(tensors) == 4 + 2 * 13
+
+    model = GPT.from_pretrained(folder).eval()
+    prompt = torch.randint(0, 50257, (1, 12), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        torch.testing.assert_close(model(prompt)[0], hf_model(prompt).logits, atol=1e-5, rtol=0)
+
+
+def test_the_124m_hub_file_holds_160_tensors_in_our_mapping():
+    # 148 weights (4 + 12 per block) plus the 12 mask buffers that the loader skips
+    assert len(checkpoint_names(12)) + 12 == 160
+
+
+def test_a_bare_file_takes_its_head_count_from_the_matching_preset():
+    on_meta = lambda *shape: torch.empty(shape, device="meta")  # noqa: E731 (only shapes are read)
+    tensors = {"wte.weight": on_meta(50257, 1024), "wpe.weight": on_meta(1024, 1024)}
+    tensors.update({f"h.{i}.ln_1.weight": on_meta(1024) for i in range(24)})
+    config = config_from_shapes(tensors, name="model", source="model.safetensors")
+    assert (config.name, config.n_layer, config.n_head, config.n_embd) == ("gpt2-medium", 24, 16, 1024)
+
+
+def test_a_bare_file_of_unknown_shape_asks_for_a_config(tmp_path):
+    model = tiny_gpt()
+    model.save_pretrained(tmp_path)
+    with pytest.raises(LoraxsError, match="does not say how many attention heads.*config.json"):
+        GPT.from_pretrained(tmp_path / "model.safetensors")
+
+
+@pytest.mark.parametrize("damage", ["missing", "unexpected", "wrong_shape"])
+def test_damaged_checkpoints_are_refused_clearly(tmp_path, damage):
+    tiny_gpt().save_pretrained(tmp_path)
+    tensors, metadata = load_file(tmp_path / "model.safetensors")
+    if damage == "missing":
+        del tensors["transformer.h.1.mlp.c_fc.bias"]
+        message = "missing 1 tensors, e.g. h.1.mlp.c_fc.bias"
+    elif damage == "unexpected":
+        tensors["transformer.h.0.attn.q_proj.weight"] = torch.zeros(2)
+        message = "unexpected 1 tensors, e.g. h.0.attn.q_proj.weight"
+    else:
+        tensors["transformer.h.0.attn.c_attn.weight"] = torch.zeros(32, 32)
+        message = r"'h.0.attn.c_attn.weight' has shape \(32, 32\) stored in x out, but the config needs \(96, 32\)"
+    save_file(tensors, tmp_path / "model.safetensors", metadata)
+    with pytest.raises(LoraxsError, match=message):
+        GPT.from_pretrained(tmp_path)
+
+
+def test_a_non_gpt2_config_is_refused(tmp_path):
+    tiny_gpt().save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, "model_type": "llama"}))
+    with pytest.raises(LoraxsError, match="model_type is 'llama'; only GPT-2"):
+        GPT.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "source, message",
+    [("tiny", "has no pretrained weights.*random:tiny"), ("no/such/place", "neither a preset")],
+)
+def test_bad_sources_are_refused_clearly(source, message):
+    with pytest.raises(LoraxsError, match=message):
+        GPT.from_pretrained(source)
+
+
+def test_a_folder_without_weights_is_refused(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(LoraxsError, match="must hold config.json and model.safetensors"):
+        GPT.from_pretrained(tmp_path)
+
+
+def test_saving_a_model_with_adapters_asks_to_merge_first(tmp_path):
+    from loraxs_mini.adapters import add_adapters
+
+    model = add_adapters(tiny_gpt(), "lora", rank=2)
+    with pytest.raises(LoraxsError, match="merge them first"):
+        model.save_pretrained(tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+@requires_small_pretrained
+def test_the_small_pretrained_checkpoint_matches_transformers():
+    transformers = pytest.importorskip("transformers")
+    model = GPT.from_pretrained(SMALL_PRETRAINED).eval()
+    assert model.config.block_size == 256 and model.num_parameters() == 19_249_920
+    assert model.lm_head.weight.dtype == torch.float32  # the float16 file is widened for training
+    hf_model = transformers.GPT2LMHeadModel.from_pretrained(SMALL_PRETRAINED, dtype=torch.float32).eval()
+    from loraxs_mini.tokenizer import encode
+
+    prompt = torch.tensor([encode("The meaning of the word love is")])
+    with torch.no_grad():
+        ours, theirs = model(prompt)[0], hf_model(prompt).logits
+    # Pretrained logits reach |30|; float32 sums in a different order differ by a few 1e-6 there.
+    torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=0)
+    assert torch.equal(model.generate(prompt, 20), hf_greedy(hf_model, prompt, 20))
