@@ -1,0 +1,43 @@
+"""
+LoRA: Low-Rank Adaptation (Hu et al., 2021).
+
+    y = W x + (alpha / r) B A x
+
+    W  out x in   frozen pretrained weight
+    A  r x in     trained, Kaiming-uniform at the start
+    B  out x r    trained, zero at the start, so ΔW = B A = 0 and the
+                  adapted model starts exactly as the pretrained one
+
+The hypothesis: the change that fine-tuning needs has low "intrinsic rank",
+so ΔW = B A with r much smaller than in and out is enough. Trainable
+parameters per layer: r (in + out). For GPT-2's c_attn (768 -> 2304) at r = 8
+that is 24,576 instead of 1,769,472.
+
+alpha / r keeps the size of the update roughly independent of r, so a
+learning rate tuned at one rank still works at another.
+"""
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .base import AdaptedLinear, new_parameter
+
+
+class LoRALinear(AdaptedLinear):
+    def __init__(self, base, rank, alpha, dropout=0.0, generator=None):
+        super().__init__(base, rank, dropout)
+        self.scaling = alpha / rank
+        A = torch.empty(rank, self.in_features)
+        nn.init.kaiming_uniform_(A, a=math.sqrt(5), generator=generator)  # nn.Linear's own initialisation
+        self.A = new_parameter(A, like=base.weight)  # r x in
+        self.B = new_parameter(torch.zeros(self.out_features, rank), like=base.weight)  # out x r
+
+    def update(self, x):
+        # x (..., in) -> A x (..., r) -> B A x (..., out)
+        return F.linear(F.linear(x, self.A), self.B) * self.scaling
+
+    def delta_weight(self):
+        return self.scaling * self.B @ self.A  # (out x r)(r x in) = out x in

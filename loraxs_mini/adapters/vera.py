@@ -1,0 +1,72 @@
+"""
+VeRA: Vector-based Random Matrix Adaptation (Kopiczko et al., 2024).
+
+    y = W x + Λ_b B Λ_d A x,      Λ_b = diag(b), Λ_d = diag(d)
+
+    A  r x in     frozen, random, shared by every adapted layer
+    B  out x r    frozen, random, shared by every adapted layer
+    d  r          trained, 0.1 at the start
+    b  out        trained, zero at the start, so ΔW = 0 and nothing changes
+
+Where LoRA learns A and B, VeRA keeps one random pair for the whole model
+and learns only how to scale its rows and columns. Trainable parameters per
+layer: r + out, and r can be large (256 or more) because it costs only r
+numbers per layer.
+
+Layers have different shapes, so the model keeps one pair large enough for
+all of them, A: r x max_in and B: max_out x r, and each layer uses the slices
+A[:, :in] and B[:out, :]. The pair is drawn from a seeded generator (A first,
+then B, each uniform in ±sqrt(6 / fan_in)) and is never saved: the seed
+rebuilds it. Hugging Face PEFT draws the same numbers from the same seed
+(its `projection_prng_key`), so the two can be compared number for number.
+"""
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .base import AdaptedLinear, new_parameter
+
+
+def kaiming_uniform(shape, generator):
+    """Uniform in ±sqrt(6 / fan_in), fan_in = shape[1]: PEFT's `_kaiming_init` for VeRA."""
+    bound = math.sqrt(6.0 / shape[1])
+    return torch.empty(shape).uniform_(-bound, bound, generator=generator)
+
+
+class VeRAProjections(nn.Module):
+    """The frozen random pair (A: r x max_in, B: max_out x r) that every VeRA layer of a model shares."""
+
+    def __init__(self, rank, max_in, max_out, seed, like):
+        super().__init__()
+        generator = torch.Generator(device="cpu").manual_seed(seed)
+        A = kaiming_uniform((rank, max_in), generator)  # drawn first
+        B = kaiming_uniform((max_out, rank), generator)  # then B, from the same stream
+        # Buffers, not parameters: they move with .to(device) but are neither trained nor saved.
+        self.register_buffer("A", A.to(device=like.device, dtype=like.dtype), persistent=False)
+        self.register_buffer("B", B.to(device=like.device, dtype=like.dtype), persistent=False)
+        self.rank = rank
+
+
+class VeRALinear(AdaptedLinear):
+    def __init__(self, base, projections: VeRAProjections, dropout=0.0, d_initial=0.1):
+        super().__init__(base, projections.rank, dropout)
+        self.projections = projections  # the same module object in every layer: shared, stored once
+        self.lambda_d = new_parameter(torch.full((self.rank,), d_initial), like=base.weight)  # r
+        self.lambda_b = new_parameter(torch.zeros(self.out_features), like=base.weight)  # out
+
+    def shared_matrices(self):
+        """This layer's slices of the shared pair: A (r x in), B (out x r)."""
+        return self.projections.A[:, : self.in_features], self.projections.B[: self.out_features, :]
+
+    def update(self, x):
+        A, B = self.shared_matrices()
+        # x (..., in) -> A x (..., r) -> scaled by d -> B(...) (..., out) -> scaled by b
+        return self.lambda_b * F.linear(self.lambda_d * F.linear(x, A), B)
+
+    def delta_weight(self):
+        A, B = self.shared_matrices()
+        # diag(b) B diag(d) A: scale B's rows by b and its columns by d, then multiply by A.
+        return (self.lambda_b[:, None] * B * self.lambda_d[None, :]) @ A

@@ -1,0 +1,328 @@
+"""LoRA, VeRA and LoRA-XS: counts, starting behaviour, merging, freezing, the SVD invariants, saving."""
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import tiny_gpt
+from loraxs_mini import GPT, GPTConfig, LoraxsError
+from loraxs_mini.adapters import (
+    LoRAXSLinear,
+    adapted_layers,
+    add_adapters,
+    load_adapters,
+    merge_adapters,
+    parameter_counts,
+    save_adapters,
+    truncated_svd,
+)
+from loraxs_mini.model import IGNORE_INDEX
+
+ADAPTERS = ["lora", "vera", "loraxs"]
+
+
+def on_meta(name):
+    with torch.device("meta"):
+        return GPT(GPTConfig.from_name(name), verbose=False)
+
+
+# ---------------------------------------------------------------- counting
+
+
+@pytest.mark.parametrize(
+    "method, targets, expected",
+    [
+        ("lora", None, 1_179_648),
+        ("vera", None, 83_328),
+        ("loraxs", None, 3_072),
+        ("full", None, 124_439_808),
+        ("none", None, 0),
+        ("lora", ["attn.c_attn"], 294_912),
+        ("vera", ["attn.c_attn"], 27_744),
+        ("loraxs", ["attn.c_attn"], 768),
+    ],
+)
+def test_exact_trainable_counts_on_gpt2_124m(method, targets, expected):
+    model = add_adapters(on_meta("gpt2"), method, rank=8, targets=targets)
+    assert parameter_counts(model) == (expected, 124_439_808)
+
+
+def layer_shapes(C):
+    """(in, out) of the four linear layers of a GPT-2 block of width C."""
+    return {"attn.c_attn": (C, 3 * C), "attn.c_proj": (C, C), "mlp.c_fc": (C, 4 * C), "mlp.c_proj": (4 * C, C)}
+
+
+@pytest.mark.parametrize("name", ["gpt2", "gpt2-medium"])
+@pytest.mark.parametrize("rank", [1, 4, 16, 64])
+@pytest.mark.parametrize("method", ADAPTERS)
+def test_general_formulas(name, rank, method):
+    config = GPTConfig.from_name(name)
+    shapes = layer_shapes(config.n_embd)
+    per_layer = {
+        "lora": lambda i, o: rank * (i + o),
+        "vera": lambda i, o: rank + o,
+        "loraxs": lambda i, o: rank**2,
+    }[method]
+    expected = config.n_layer * sum(per_layer(i, o) for i, o in shapes.values())
+    trainable, _ = parameter_counts(add_adapters(on_meta(name), method, rank=rank))
+    assert trainable == expected
+    mlp_only = add_adapters(on_meta(name), method, rank=rank, targets=["mlp.*"])
+    assert parameter_counts(mlp_only)[0] == config.n_layer * sum(
+        per_layer(*shapes[layer]) for layer in ("mlp.c_fc", "mlp.c_proj")
+    )
+
+
+def test_target_patterns_select_fewer_layers():
+    model = add_adapters(tiny_gpt(), "lora", rank=2, targets=["transformer.h.1.*", "c_fc"])
+    assert sorted(adapted_layers(model)) == [
+        "transformer.h.0.mlp.c_fc",
+        "transformer.h.1.attn.c_attn",
+        "transformer.h.1.attn.c_proj",
+        "transformer.h.1.mlp.c_fc",
+        "transformer.h.1.mlp.c_proj",
+    ]
+
+
+# ---------------------------------------------------------------- the start
+
+
+def test_lora_and_vera_start_exactly_at_the_pretrained_model():
+    idx = torch.randint(0, 50257, (2, 16))
+    with torch.no_grad():
+        before, _ = tiny_gpt().eval()(idx)
+        for method in ("lora", "vera"):
+            after, _ = add_adapters(tiny_gpt(), method, rank=4).eval()(idx)
+            assert torch.equal(before, after), method  # B = 0 (LoRA) and b = 0 (VeRA): the update is exactly 0
+
+
+def test_loraxs_start_obeys_the_bound_implied_by_its_tiny_r():
+    # For one layer: |ΔW x| = s |B R A x| <= s |B|_2 |R|_2 |A|_2 |x| = s |R|_2 σ_1 |x|,
+    # since B has orthonormal columns (|B|_2 = 1) and A = Σ_r V_rᵀ has |A|_2 = σ_1.
+    model = add_adapters(tiny_gpt(), "loraxs", rank=8, alpha=16).eval()
+    checked = []
+
+    def check(layer, inputs, _output):
+        (x,) = inputs
+        change = layer.update(x).norm(dim=-1)
+        sigma_1 = torch.linalg.matrix_norm(layer.base.weight, ord=2)
+        bound = layer.scaling * torch.linalg.matrix_norm(layer.R, ord=2) * sigma_1 * x.norm(dim=-1)
+        assert torch.all(change <= bound * (1 + 1e-5)) and torch.all(change > 0)
+        checked.append(layer)
+
+    for layer in adapted_layers(model).values():
+        layer.register_forward_hook(check)
+    idx = torch.randint(0, 50257, (2, 16))
+    with torch.no_grad():
+        adapted, _ = model(idx)
+    assert len(checked) == 8
+    # R ~ N(0, 1e-5²) gives |R|_2 ≈ 1e-5 (2 sqrt(r)): a relative change of about 1e-4 per layer at most,
+    # so the logits (about 0.1 here) move by far less than 1e-4.
+    base, _ = tiny_gpt().eval()(idx)
+    difference = (adapted - base).abs().max().item()
+    assert 0 < difference < 1e-4
+
+
+# ---------------------------------------------------------------- training, merging, freezing
+
+
+def train_a_little(model, steps=4, lr=3e-2, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    idx = torch.randint(0, 50257, (4, 24), generator=generator)
+    targets = torch.randint(0, 50257, (4, 24), generator=generator)
+    targets[:, :12] = IGNORE_INDEX
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
+    for _ in range(steps):
+        _, loss = model(idx, targets)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=False)
+    return model
+
+
+@pytest.mark.parametrize("method", ADAPTERS)
+def test_merged_and_unmerged_agree_after_training(method):
+    model = train_a_little(add_adapters(tiny_gpt(), method, rank=4)).eval()
+    assert all(layer.delta_weight().abs().max() > 1e-3 for layer in adapted_layers(model).values())
+    idx = torch.randint(0, 50257, (2, 20))
+    with torch.no_grad():
+        unmerged, _ = model(idx)
+        for layer in adapted_layers(model).values():
+            layer.merge()
+        merged, _ = model(idx)
+        for layer in adapted_layers(model).values():
+            layer.unmerge()
+        unmerged_again, _ = model(idx)
+        plain = merge_adapters(model)
+        assert not adapted_layers(plain)
+        exported, _ = plain(idx)
+    torch.testing.assert_close(merged, unmerged, atol=1e-5, rtol=0)
+    torch.testing.assert_close(unmerged_again, unmerged, atol=1e-5, rtol=0)
+    torch.testing.assert_close(exported, unmerged, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("method", ADAPTERS)
+def test_training_changes_only_the_adapters(method):
+    model = add_adapters(tiny_gpt(), method, rank=4)
+    frozen = {name: p.detach().clone() for name, p in model.named_parameters() if not p.requires_grad}
+    trainable = {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
+    buffers = {name: b.clone() for name, b in model.named_buffers()}
+    train_a_little(model)
+    for name, parameter in model.named_parameters():
+        if name in frozen:
+            assert torch.equal(parameter, frozen[name]) and parameter.grad is None, name
+        else:
+            assert not torch.equal(parameter, trainable[name]), name
+    for name, buffer in model.named_buffers():
+        assert torch.equal(buffer, buffers[name]), name
+    expected = {"lora": {"A", "B"}, "vera": {"lambda_d", "lambda_b"}, "loraxs": {"R"}}[method]
+    assert {name.rsplit(".", 1)[1] for name in trainable} == expected
+
+
+def test_vera_layers_share_one_random_pair():
+    model = add_adapters(tiny_gpt(), "vera", rank=4)
+    layers = list(adapted_layers(model).values())
+    assert all(layer.projections is layers[0].projections for layer in layers)
+    assert layers[0].projections.A.shape == (4, 128) and layers[0].projections.B.shape == (128, 4)  # max in / out
+    assert not any("projections" in name for name in model.state_dict())  # rebuilt from the seed, never saved
+
+
+def test_lora_dropout_acts_on_the_update_only_in_training():
+    model = train_a_little(add_adapters(tiny_gpt(), "lora", rank=4, dropout=0.5))
+    idx = torch.randint(0, 50257, (1, 10))
+    with torch.no_grad():
+        model.train()
+        first, second = model(idx)[0], model(idx)[0]
+        model.eval()
+        assert not torch.equal(first, second)
+        assert torch.equal(model(idx)[0], model(idx)[0])
+
+
+# ---------------------------------------------------------------- LoRA-XS and the SVD
+
+
+def pretrained_like(out_features=96, in_features=64, seed=0):
+    """A matrix with a decaying spectrum, like pretrained weights (random ones have a flat one)."""
+    generator = torch.Generator().manual_seed(seed)
+    U, _ = torch.linalg.qr(torch.randn(out_features, in_features, generator=generator))
+    V, _ = torch.linalg.qr(torch.randn(in_features, in_features, generator=generator))
+    S = 3.0 * torch.arange(1, in_features + 1, dtype=torch.float32) ** -0.7
+    return (U * S) @ V.T
+
+
+def test_with_r_identity_loraxs_is_the_best_rank_r_approximation():
+    W = pretrained_like()
+    layer = LoRAXSLinear(torch.nn.Linear(64, 96), rank=8, alpha=8)
+    with torch.no_grad():
+        layer.base.weight.copy_(W)
+        layer = LoRAXSLinear(layer.base, rank=8, alpha=8)  # SVD of the new weight
+        layer.R.copy_(torch.eye(8))
+    reference_s = np.linalg.svd(W.double().numpy(), compute_uv=False)  # an independent SVD
+    error = (W.double() - layer.delta_weight().double()).square().sum().item()
+    assert error == pytest.approx(np.sum(reference_s[8:] ** 2), rel=1e-4)  # Eckart-Young
+    torch.testing.assert_close(layer.B.T @ layer.B, torch.eye(8), atol=1e-5, rtol=0)
+
+
+def test_every_loraxs_update_lives_in_the_top_singular_subspaces():
+    W = pretrained_like()
+    U, _, Vh = np.linalg.svd(W.double().numpy())
+    U_r, V_r = torch.from_numpy(U[:, :8]).float(), torch.from_numpy(Vh[:8].T).float()
+    layer = LoRAXSLinear(torch.nn.Linear(64, 96), rank=8, alpha=8)
+    with torch.no_grad():
+        layer.base.weight.copy_(W)
+        layer = LoRAXSLinear(layer.base, rank=8, alpha=8)
+        layer.R.copy_(torch.randn(8, 8))  # any R at all
+    delta = layer.delta_weight()
+    assert delta.norm() > 1
+    column_leak = delta - U_r @ (U_r.T @ delta)  # the part of ΔW's columns outside span(U_r)
+    row_leak = delta - (delta @ V_r) @ V_r.T  # the part of ΔW's rows outside span(V_r)
+    assert column_leak.norm() < 1e-4 * delta.norm() and row_leak.norm() < 1e-4 * delta.norm()
+
+
+def test_svd_signs_are_fixed():
+    U, S, Vh = truncated_svd(pretrained_like(), 8)
+    assert torch.all(U.gather(0, U.abs().argmax(0, keepdim=True)) > 0)  # the largest entry of each u_i
+    # -W = U S (-V)ᵀ: the rule keeps U and flips V, whatever sign the library returned.
+    U_negated, S_negated, Vh_negated = truncated_svd(-pretrained_like(), 8)
+    torch.testing.assert_close(U_negated, U)
+    torch.testing.assert_close(Vh_negated, -Vh)
+    torch.testing.assert_close(S_negated, S)
+
+
+def test_randomized_svd_finds_the_same_subspace_on_a_decaying_spectrum():
+    W = pretrained_like(out_features=300, in_features=200)
+    U, S, _ = truncated_svd(W, 8, "exact")
+    U_fast, S_fast, _ = truncated_svd(W, 8, "randomized")
+    torch.testing.assert_close(S_fast, S, rtol=1e-4, atol=0)
+    sin_theta = torch.linalg.matrix_norm(U_fast - U @ (U.T @ U_fast), ord=2)  # largest principal angle
+    assert sin_theta < 1e-2
+
+
+def test_loraxs_rank_larger_than_the_layer_is_refused_by_name():
+    with pytest.raises(LoraxsError, match=r"transformer.h.0.attn.c_attn: LoRA-XS rank 40 is too large .* rank <= 32"):
+        add_adapters(tiny_gpt(), "loraxs", rank=40)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(method="dora"), "unknown method 'dora'"),
+        (dict(method="lora", targets=["attn.q_proj"]), "the target 'attn.q_proj' matches no linear layer"),
+        (dict(method="lora", rank=0), "rank must be a positive whole number"),
+        (dict(method="loraxs", svd="qr"), "unknown SVD method 'qr'"),
+    ],
+)
+def test_bad_adapter_requests_are_clear_errors(kwargs, message):
+    with pytest.raises(LoraxsError, match=message):
+        add_adapters(tiny_gpt(), **kwargs)
+
+
+def test_adding_adapters_twice_is_refused():
+    model = add_adapters(tiny_gpt(), "lora", rank=2)
+    with pytest.raises(LoraxsError, match="already has adapters"):
+        add_adapters(model, "loraxs", rank=2)
+
+
+# ---------------------------------------------------------------- saving and loading
+
+
+@pytest.mark.parametrize("method", ADAPTERS + ["full"])
+def test_adapter_round_trip_gives_identical_logits(tmp_path, method):
+    model = train_a_little(add_adapters(tiny_gpt(), method, rank=4, seed=7)).eval()
+    save_adapters(model, tmp_path / "adapter.safetensors")
+    fresh = load_adapters(tiny_gpt(), tmp_path / "adapter.safetensors").eval()
+    idx = torch.randint(0, 50257, (2, 12))
+    with torch.no_grad():
+        assert torch.equal(fresh(idx)[0], model(idx)[0])
+
+
+def test_only_trained_tensors_are_saved(tmp_path):
+    from loraxs_mini.safetensors_file import load_file
+
+    model = add_adapters(tiny_gpt(), "loraxs", rank=4)
+    save_adapters(model, tmp_path / "a.safetensors")
+    tensors, metadata = load_file(tmp_path / "a.safetensors")
+    assert sorted(tensors) == sorted(f"transformer.h.{i}.{layer}.R" for i in range(2) for layer in layer_shapes(1))
+    assert metadata["method"] == '"loraxs"' and metadata["rank"] == "4"
+
+
+def test_mismatched_loads_are_refused(tmp_path):
+    path = tmp_path / "a.safetensors"
+    save_adapters(train_a_little(add_adapters(tiny_gpt(), "loraxs", rank=4)), path)
+    with pytest.raises(LoraxsError, match="trained on custom|trained on tiny with shape"):
+        load_adapters(GPT(GPTConfig.from_name("tiny", n_layer=3), verbose=False), path)
+    with pytest.raises(LoraxsError, match="trained on other weights"):
+        load_adapters(tiny_gpt(seed=1), path)  # same shape, different weights
+    with pytest.raises(LoraxsError, match="rank=4, but this model already has rank=2"):
+        load_adapters(add_adapters(tiny_gpt(), "loraxs", rank=2), path)
+    with pytest.raises(LoraxsError, match="method='loraxs', but this model already has method='lora'"):
+        load_adapters(add_adapters(tiny_gpt(), "lora", rank=4), path)
+    with pytest.raises(LoraxsError, match="not an adapter file"):
+        tiny_gpt().save_pretrained(tmp_path / "m")
+        load_adapters(tiny_gpt(), tmp_path / "m" / "model.safetensors")
+
+
+def test_loraxs_adapter_of_gpt2_124m_is_a_few_kilobytes(tmp_path):
+    torch.manual_seed(0)
+    model = add_adapters(GPT(GPTConfig.from_name("gpt2"), verbose=False), "loraxs", rank=8, svd="randomized")
+    size = save_adapters(model, tmp_path / "gpt2-loraxs-r8.safetensors")
+    assert 3_072 * 4 < size < 20_000  # 3,072 float32 numbers, plus the header naming 48 tensors
