@@ -248,13 +248,27 @@ def test_svd_signs_are_fixed():
     torch.testing.assert_close(S_negated, S)
 
 
-def test_randomized_svd_finds_the_same_subspace_on_a_decaying_spectrum():
-    W = pretrained_like(out_features=300, in_features=200)
-    U, S, _ = truncated_svd(W, 8, "exact")
-    U_fast, S_fast, _ = truncated_svd(W, 8, "randomized")
-    torch.testing.assert_close(S_fast, S, rtol=1e-4, atol=0)
-    sin_theta = torch.linalg.matrix_norm(U_fast - U @ (U.T @ U_fast), ord=2)  # largest principal angle
-    assert sin_theta < 1e-2
+@pytest.mark.parametrize("shape", [(300, 200), (200, 300)])  # tall and wide
+def test_every_svd_method_finds_the_top_subspace_of_a_decaying_spectrum(shape):
+    W = pretrained_like(*shape) if shape[0] >= shape[1] else pretrained_like(*shape[::-1]).T
+    reference_U, reference_S, reference_Vh = np.linalg.svd(W.double().numpy())  # independent, float64
+    U_r, V_r = torch.from_numpy(reference_U[:, :8]).float(), torch.from_numpy(reference_Vh[:8].T).float()
+    for method, tolerance in (("svd", 1e-4), ("gram", 1e-4), ("randomized", 1e-2)):
+        U, S, Vh = truncated_svd(W, 8, method)
+        assert U.shape == (shape[0], 8) and Vh.shape == (8, shape[1])
+        torch.testing.assert_close(S, torch.from_numpy(reference_S[:8]).float(), rtol=1e-4, atol=0)
+        torch.testing.assert_close(U.T @ U, torch.eye(8), atol=1e-4, rtol=0)
+        for found, truth in ((U, U_r), (Vh.T, V_r)):
+            sin_theta = torch.linalg.matrix_norm(found - truth @ (truth.T @ found), ord=2)  # largest principal angle
+            assert sin_theta < tolerance, method
+        torch.testing.assert_close((U * S) @ Vh, (U_r * S) @ V_r.T, atol=1e-3, rtol=0)  # W_r itself
+
+
+def test_gram_svd_falls_back_on_a_rank_deficient_matrix():
+    W = torch.randn(40, 2) @ torch.randn(2, 30)  # rank 2, asked for rank 4
+    U, S, Vh = truncated_svd(W, 4, "gram")
+    assert torch.isfinite(U).all() and torch.isfinite(Vh).all() and S[2:].abs().max() < 1e-4
+    torch.testing.assert_close((U * S) @ Vh, W, atol=1e-4, rtol=0)
 
 
 def test_loraxs_rank_larger_than_the_layer_is_refused_by_name():

@@ -22,7 +22,8 @@ import torch.nn as nn
 from ..errors import LoraxsError
 from .base import AdaptedLinear
 from .lora import LoRALinear
-from .loraxs import SVD_METHODS, LoRAXSLinear
+from .loraxs import LoRAXSLinear
+from .svd import SVD_METHODS
 from .vera import VeRALinear, VeRAProjections
 
 METHODS = ("none", "full", "lora", "vera", "loraxs")
@@ -60,7 +61,7 @@ def find_targets(model, patterns=DEFAULT_TARGETS):
     return {name: module for name, module in linears.items() if name in chosen}  # in the model's order
 
 
-def add_adapters(model, method, rank=8, targets=None, alpha=None, dropout=0.0, seed=0, svd="exact"):
+def add_adapters(model, method, rank=8, targets=None, alpha=None, dropout=0.0, seed=0, svd="gram"):
     """
     Wrap the target layers of `model` with `method`'s adapter and freeze the rest.
     Returns the same model (changed in place).

@@ -29,48 +29,11 @@ import torch.nn.functional as F
 
 from ..errors import LoraxsError
 from .base import AdaptedLinear, new_parameter
-
-SVD_METHODS = ("exact", "randomized")
-
-
-def truncated_svd(W, rank, method="exact", power_iterations=6):
-    """
-    The top-r singular triplets of W (out x in), in float32:
-    U_r (out x r, orthonormal columns), S_r (r, descending), V_rᵀ (r x in).
-
-    exact       torch.linalg.svd: every singular triplet, then keep r.
-    randomized  Halko, Martinsson & Tropp (2011): find the r-dimensional
-                subspace W mostly acts on by multiplying W with a few random
-                vectors, sharpen it with power iterations, and take the exact
-                SVD of W projected onto it. Costs a few thin matrix products
-                instead of a full decomposition; its accuracy is measured in
-                the benchmark (python -m loraxs_mini.bench).
-    """
-    W = W.detach().float()
-    if method == "exact":
-        U, S, Vh = torch.linalg.svd(W, full_matrices=False)
-    elif method == "randomized":
-        # q = 2r columns: the extra r soak up directions just below the top r, so those converge fast.
-        q = min(2 * rank, *W.shape)
-        # Its own fixed seed: B and A must depend on W alone, so that loading an adapter rebuilds them.
-        omega = torch.randn(W.shape[1], q, generator=torch.Generator().manual_seed(0)).to(W.device)  # in x q
-        Q = torch.linalg.qr(W @ omega).Q  # out x q, orthonormal: a first guess of W's column space
-        for _ in range(power_iterations):  # each round multiplies by W Wᵀ: gaps widen as (σ_i / σ_q)^2
-            Q = torch.linalg.qr(W @ torch.linalg.qr(W.T @ Q).Q).Q
-        U_small, S, Vh = torch.linalg.svd(Q.T @ W, full_matrices=False)  # exact SVD of a q x in matrix
-        U = Q @ U_small
-    else:
-        raise LoraxsError(f"unknown SVD method {method!r}; choose one of {', '.join(SVD_METHODS)}")
-    U, S, Vh = U[:, :rank], S[:rank], Vh[:rank]
-    # (u_i, v_i) and (-u_i, -v_i) are both correct singular vectors, and libraries differ in which they
-    # return. Fix one: the largest entry of each u_i is positive. Adapter files store only R, so B and A
-    # must come out the same on every machine that rebuilds them.
-    signs = torch.sign(U.gather(0, U.abs().argmax(dim=0, keepdim=True))).squeeze(0)  # r values of ±1
-    return U * signs, S, Vh * signs[:, None]
+from .svd import truncated_svd
 
 
 class LoRAXSLinear(AdaptedLinear):
-    def __init__(self, base, rank, alpha, dropout=0.0, generator=None, svd="exact"):
+    def __init__(self, base, rank, alpha, dropout=0.0, generator=None, svd="gram"):
         if rank > min(base.in_features, base.out_features):
             raise LoraxsError(
                 f"LoRA-XS rank {rank} is too large for a {base.out_features} x {base.in_features} layer: its "
@@ -80,7 +43,7 @@ class LoRAXSLinear(AdaptedLinear):
         super().__init__(base, rank, dropout)
         self.scaling = alpha / rank
         self.svd_method = svd
-        U, S, Vh = truncated_svd(base.weight, rank, svd)
+        U, S, Vh = truncated_svd(base.weight, rank, svd)  # top-r triplets, float32 (see svd.py)
         # Frozen and rebuilt from W whenever the adapter is loaded: buffers, not parameters.
         self.register_buffer("B", U.to(base.weight.dtype), persistent=False)  # out x r
         self.register_buffer("A", (S[:, None] * Vh).to(base.weight.dtype), persistent=False)  # r x in: Σ_r V_rᵀ
