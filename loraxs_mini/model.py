@@ -196,16 +196,18 @@ class GPT(nn.Module):
         return logits, loss
 
     @torch.no_grad()
-    def generate(self, idx, max_new_tokens, temperature=0.0, top_k=None, generator=None):
+    def generate(self, idx, max_new_tokens, temperature=0.0, top_k=None, generator=None, stop_token=None):
         """
-        Append `max_new_tokens` tokens to idx (B, T), one at a time.
+        Append up to `max_new_tokens` tokens to idx (B, T), one at a time.
 
         temperature 0 is greedy decoding (always the most likely token);
         otherwise sample from softmax(logits / temperature), optionally only
-        among the top_k most likely tokens. No key-value cache: each step
+        among the top_k most likely tokens. With a stop_token, generation ends
+        early once every row has produced it. No key-value cache: each step
         re-reads the whole (cropped) context, which is simple and fast enough
         for short answers.
         """
+        finished = torch.zeros(idx.shape[0], dtype=torch.bool, device=idx.device)
         for _ in range(max_new_tokens):
             context = idx[:, -self.config.block_size :]
             logits = self.lm_head(self.hidden_states(context)[:, -1])  # (B, V), only the last position
@@ -219,6 +221,10 @@ class GPT(nn.Module):
                 probabilities = F.softmax(logits, dim=-1)
                 next_token = torch.multinomial(probabilities, num_samples=1, generator=generator)
             idx = torch.cat((idx, next_token), dim=1)
+            if stop_token is not None:
+                finished |= next_token[:, 0] == stop_token
+                if finished.all():
+                    break
         return idx
 
     # Loading and saving checkpoints in Hugging Face's layout lives in pretrained.py;

@@ -98,6 +98,30 @@ def load_pretrained(name_or_path, dropout=0.0, dtype=torch.float32, verbose=True
     return model
 
 
+def load_base_model(init_from, dropout=0.0, verbose=True):
+    """
+    What train.py's --init-from names: a preset or checkpoint (pretrained
+    weights, see load_pretrained), or "random:<preset or checkpoint>": the same
+    shape with freshly initialised weights, the baseline that shows what
+    pretraining brings.
+    """
+    init_from = str(init_from)
+    if not init_from.startswith("random:"):
+        return load_pretrained(init_from, dropout=dropout, verbose=verbose)
+    source = init_from.removeprefix("random:")
+    if source in PRESETS:
+        config = GPTConfig.from_name(source, dropout=dropout)
+    elif Path(source, "config.json").is_file():
+        config = config_from_huggingface(read_json(Path(source, "config.json")), Path(source).resolve().name, dropout)
+    else:
+        raise LoraxsError(
+            f"random:{source} needs a preset ({', '.join(PRESETS)}) or a folder with a config.json "
+            "to take the shape from"
+        )
+    config.name = f"random-{config.name}"
+    return GPT(config, verbose=verbose)
+
+
 def state_from_checkpoint(tensors, config, source, dtype):
     expected_shapes = {name: p.shape for name, p in _shape_model(config).named_parameters()}
     state, missing = {}, []

@@ -1,0 +1,172 @@
+"""
+Prompt-completion data: the toy tasks in data/, or your own.
+
+Each example is one JSON line, {"prompt": ..., "completion": ...}. The model
+reads prompt + completion + <|endoftext|> and learns to predict only the
+completion and the end-of-text token that closes it:
+
+    tokens    p1  p2  p3  c1  c2  EOT
+    input     p1  p2  p3  c1  c2
+    target     -   -  c1  c2  EOT         (- = IGNORE_INDEX: the prompt is context, not a lesson)
+
+A task is scored one of two ways, chosen from its data:
+    classification  every completion is one of a few labels (" positive" / " negative"):
+                    the answer is the label the model finds most likely, no text is generated
+    exact match     anything else: greedy decoding until <|endoftext|>, right only if the
+                    generated text equals the completion exactly
+"""
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .errors import LoraxsError
+from .model import IGNORE_INDEX
+from .tokenizer import END_OF_TEXT, encode
+
+DATA_DIR = Path(__file__).resolve().parents[1] / "data"
+SPLITS = ("train", "validation", "test")
+MAX_LABELS = 10  # at most this many distinct completions: a classification task
+
+
+@dataclass
+class Example:
+    prompt: str
+    completion: str
+    prompt_tokens: list
+    completion_tokens: list
+    source: str = ""  # "file, line N": where to look when something is wrong with it
+
+    def __len__(self):  # tokens the model reads: prompt + completion (the EOT is only a target)
+        return len(self.prompt_tokens) + len(self.completion_tokens)
+
+
+@dataclass
+class Task:
+    name: str
+    splits: dict  # split name -> list of Example
+    labels: list  # the classification labels, or None for exact match
+
+    @property
+    def scoring(self):
+        return "classification" if self.labels else "exact match"
+
+    def describe(self):
+        sizes = ", ".join(f"{len(self.splits[split])} {split}" for split in SPLITS)
+        how = f"classification among {self.labels}" if self.labels else "exact match of the greedy answer"
+        return f"task {self.name}: {sizes} examples; scored by {how}"
+
+
+def read_jsonl(path):
+    """Examples from a JSON Lines file; a malformed line is an error naming the file and line."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise LoraxsError(f"cannot read {path}: {error}") from None
+    examples = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise LoraxsError(f"{path}, line {number}: not valid JSON ({error.msg})") from None
+        if (
+            not isinstance(record, dict)
+            or not isinstance(record.get("prompt"), str)
+            or not isinstance(record.get("completion"), str)
+        ):
+            raise LoraxsError(
+                f'{path}, line {number}: expected {{"prompt": "...", "completion": "..."}} with text values'
+            )
+        if not record["completion"]:
+            raise LoraxsError(f"{path}, line {number}: the completion is empty")
+        prompt, completion = record["prompt"], record["completion"]
+        examples.append(Example(prompt, completion, encode(prompt), encode(completion), f"{path}, line {number}"))
+    if not examples:
+        raise LoraxsError(f"{path} holds no examples")
+    return examples
+
+
+def task_names():
+    """The tasks shipped in data/: every folder there with a train.jsonl."""
+    return sorted(folder.name for folder in DATA_DIR.iterdir() if (folder / "train.jsonl").is_file())
+
+
+def load_task(name_or_path):
+    """
+    A shipped task by name ("sentiment"), a folder with train.jsonl and test.jsonl
+    (validation.jsonl optional: else a tenth of train, set aside), or a single
+    .jsonl file (split 80 / 10 / 10 in a fixed shuffle).
+    """
+    source = Path(name_or_path)
+    if not source.exists() and (DATA_DIR / str(name_or_path)).is_dir():
+        source = DATA_DIR / str(name_or_path)
+    if source.is_dir():
+        missing = [f"{split}.jsonl" for split in ("train", "test") if not (source / f"{split}.jsonl").is_file()]
+        if missing:
+            raise LoraxsError(f"the data folder {source} has no {' or '.join(missing)}")
+        splits = {split: read_jsonl(source / f"{split}.jsonl") for split in ("train", "test")}
+        if (source / "validation.jsonl").is_file():
+            splits["validation"] = read_jsonl(source / "validation.jsonl")
+        else:
+            splits["train"], splits["validation"] = set_aside(splits["train"], 0.1)
+    elif source.is_file():
+        rest, test = set_aside(read_jsonl(source), 0.1)
+        train, validation = set_aside(rest, 1 / 9)
+        splits = {"train": train, "validation": validation, "test": test}
+    else:
+        raise LoraxsError(
+            f"no task or data file {str(name_or_path)!r}: use a shipped task ({', '.join(task_names())}), "
+            "a folder with train.jsonl and test.jsonl, or one .jsonl file"
+        )
+    for split in SPLITS:
+        if not splits[split]:
+            raise LoraxsError(f"{source}: the {split} split is empty; it needs more examples")
+    return Task(source.name.removesuffix(".jsonl"), {split: splits[split] for split in SPLITS}, find_labels(splits))
+
+
+def set_aside(examples, fraction):
+    """(kept, set aside): a fixed shuffle, so every run sets aside the same examples."""
+    shuffled = examples[:]
+    random.Random(0).shuffle(shuffled)
+    count = max(1, round(len(shuffled) * fraction)) if len(shuffled) > 1 else 0
+    return shuffled[count:], shuffled[:count]
+
+
+def find_labels(splits):
+    """Classification labels if every completion is one of a few seen in training, else None."""
+    labels = sorted({example.completion for example in splits["train"]})
+    others = {example.completion for split in ("validation", "test") for example in splits[split]}
+    return labels if 2 <= len(labels) <= MAX_LABELS and others <= set(labels) else None
+
+
+def check_fits(task, block_size):
+    """An example longer than the model's context is an error, never a silent crop."""
+    for examples in task.splits.values():
+        for example in examples:
+            if len(example) > block_size:
+                raise LoraxsError(
+                    f"{example.source}: this example has {len(example)} tokens, more than the model's context "
+                    f"of {block_size}; shorten it or use a model with a longer context"
+                )
+
+
+def make_batch(examples, device="cpu"):
+    """
+    Right-padded (inputs, targets), each (B, T). Only completion tokens and the
+    closing EOT are targets; padding reads as EOT and is never a target.
+    """
+    sequences = [example.prompt_tokens + example.completion_tokens + [END_OF_TEXT] for example in examples]
+    T = max(len(sequence) for sequence in sequences) - 1
+    inputs = torch.full((len(examples), T), END_OF_TEXT, dtype=torch.long)
+    targets = torch.full((len(examples), T), IGNORE_INDEX, dtype=torch.long)
+    for row, (example, sequence) in enumerate(zip(examples, sequences)):
+        inputs[row, : len(sequence) - 1] = torch.tensor(sequence[:-1])
+        start = len(example.prompt_tokens) - 1  # the position that predicts the first completion token
+        targets[row, start : len(sequence) - 1] = torch.tensor(sequence[len(example.prompt_tokens) :])
+    return inputs.to(device), targets.to(device)

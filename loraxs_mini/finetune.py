@@ -1,0 +1,139 @@
+"""
+The fine-tuning loop, shared by train.py and the lessons.
+
+One step:   loss = mean cross-entropy over the completion tokens of a batch
+            loss.backward()       gradients reach only the trainable tensors
+            clip, AdamW step      the optimizer only ever sees trainable tensors
+
+The learning rate warms up linearly over the first tenth of the steps, then
+decays linearly to zero. Batches come from a seeded shuffle, epoch after
+epoch, so the same seed gives the same run.
+
+Data parallel (torchrun --nproc_per_node N): every process builds the same
+global batch and takes its own rows of it (rank, rank + N, ...). DDP averages
+the N gradients; scaling each process's mean loss by N x (its tokens / all
+tokens) makes that average exactly the gradient of the single-process loss.
+"""
+
+import contextlib
+import math
+import random
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from .data import make_batch
+from .errors import LoraxsError
+from .evaluate import count_correct
+from .model import IGNORE_INDEX
+
+# Defaults chosen on the validation splits of both toy tasks, never on test (README.md, "Choosing the defaults").
+# Adapters with fewer trainable numbers need larger steps: each number must move further.
+DEFAULT_LEARNING_RATES = {"full": 3e-5, "lora": 1e-3, "vera": 1e-2, "loraxs": 1e-2}
+DEFAULT_STEPS = 150
+DEFAULT_BATCH_SIZE = 16
+
+
+@dataclass
+class TrainingConfig:
+    steps: int = DEFAULT_STEPS
+    batch_size: int = DEFAULT_BATCH_SIZE  # examples per step, over all processes together
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    seed: int = 0
+
+
+def world():
+    """(rank, number of processes): (0, 1) unless started by torchrun."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def autocast(device):
+    """bfloat16 autocast on CUDA (matrix products in bf16, weights and optimizer in fp32); off elsewhere."""
+    if torch.device(device).type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def learning_rate_at(step, config):
+    warmup = max(1, config.steps // 10)
+    if step < warmup:
+        return config.learning_rate * (step + 1) / warmup
+    return config.learning_rate * (config.steps - step) / max(1, config.steps - warmup)
+
+
+def batch_order(examples, config):
+    """Indices of each step's examples: reshuffled every epoch by a seeded generator."""
+    shuffler, order = random.Random(config.seed), []
+    while len(order) < config.steps * config.batch_size:
+        epoch = list(range(len(examples)))
+        shuffler.shuffle(epoch)
+        order += epoch
+    return [order[step * config.batch_size : (step + 1) * config.batch_size] for step in range(config.steps)]
+
+
+def finetune(model, task, config, device="cpu", progress=True):
+    """
+    Train `model` (possibly DDP-wrapped) on task's train split. Returns a dict:
+    losses (one per step), tokens (read), seconds, tokens_per_second.
+    """
+    rank, world_size = world()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if not trainable:
+        raise LoraxsError("nothing to train: this model has no trainable parameters (method 'none')")
+    optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
+    train = task.splits["train"]
+    losses, tokens = [], 0
+    model.train()
+    start = time.perf_counter()
+    bar = tqdm(batch_order(train, config), desc="training", disable=not progress or rank != 0, dynamic_ncols=True)
+    for step, indices in enumerate(bar):
+        examples = [train[i] for i in indices]
+        all_targets = sum(len(example.completion_tokens) + 1 for example in examples)  # the whole global batch
+        mine = examples[rank::world_size]
+        inputs, targets = make_batch(mine, device)
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate_at(step, config)
+        with autocast(device):
+            _, loss = model(inputs, targets)
+        # this process's share of the global mean (see the top of the file)
+        scaled = loss * world_size * (targets != IGNORE_INDEX).sum() / all_targets
+        scaled.backward()
+        if config.grad_clip:
+            torch.nn.utils.clip_grad_norm_(trainable, config.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+        step_loss = scaled.detach() / world_size
+        if world_size > 1:
+            dist.all_reduce(step_loss)  # the global batch's mean loss, for the log
+        step_loss = step_loss.item()
+        if not math.isfinite(step_loss):
+            raise LoraxsError(
+                f"the loss became {step_loss} at step {step + 1}; training stopped and nothing was saved. "
+                "Lower the learning rate (--lr) and try again"
+            )
+        losses.append(step_loss)
+        tokens += sum(len(example) for example in examples)
+        bar.set_postfix(loss=f"{sum(losses[-10:]) / len(losses[-10:]):.3f}")
+    seconds = time.perf_counter() - start
+    return {"losses": losses, "tokens": tokens, "seconds": seconds, "tokens_per_second": tokens / seconds}
+
+
+def accuracy(model, task, split, device="cpu", batch_size=32):
+    """Share of the split the model gets right; under torchrun each process scores its slice."""
+    rank, world_size = world()
+    model = getattr(model, "module", model)  # the model inside a DDP wrapper
+    examples = task.splits[split]
+    with autocast(device):
+        correct = torch.tensor(float(count_correct(model, task, examples[rank::world_size], batch_size)))
+    if world_size > 1:
+        correct = correct.to(device)
+        dist.all_reduce(correct)
+    return correct.item() / len(examples)
