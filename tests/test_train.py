@@ -1,0 +1,211 @@
+"""train.py end to end on a tiny checkpoint: every method, the outputs, DDP, and every kind of bad input."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import train
+from conftest import ROOT, tiny_gpt
+from loraxs_mini import GPT, LoraxsError
+from loraxs_mini.adapters import parameter_counts
+
+TASK_LINES = [
+    {"prompt": f"Review: the {noun} was {word}.\nSentiment:", "completion": label}
+    for noun in ("film", "soup", "book", "hotel", "concert", "game")
+    for word, label in (("great", " positive"), ("awful", " negative"), ("lovely", " positive"), ("dull", " negative"))
+]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """A tiny random GPT-2 saved in the Hugging Face layout: --init-from takes its folder."""
+    folder = tmp_path_factory.mktemp("tiny-checkpoint")
+    tiny_gpt(seed=0).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """A small classification task: 24 train, 8 validation, 8 test examples."""
+    folder = tmp_path_factory.mktemp("tasks") / "data"
+    folder.mkdir()
+    for split, lines in (("train", TASK_LINES), ("validation", TASK_LINES[:8]), ("test", TASK_LINES[8:16])):
+        (folder / f"{split}.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return folder
+
+
+def run_train(*args):
+    """train.py's main() in this process, with the arguments a user would type."""
+    return train.main([str(arg) for arg in args])
+
+
+def run_cli(*args, cwd=ROOT):
+    """train.py as a user runs it: a separate process."""
+    return subprocess.run([sys.executable, "train.py", *map(str, args)], cwd=cwd, capture_output=True, text=True)
+
+
+def test_every_method_runs_and_writes_results_and_one_table(checkpoint, data, tmp_path):
+    out = tmp_path / "out"
+    run_train("--init-from", checkpoint, "--data", data, "--method", "all", "--steps", "12", "--lr", "0.02",
+              "--batch-size", "8", "--out", out, "--rank", "4")  # fmt: skip
+    base = 1_637_792  # the tiny preset: 2 blocks of width 32, GPT-2's vocabulary
+    shapes = [(32, 96), (32, 32), (32, 128), (128, 32)]  # (in, out) of the four layers of a block
+    expected = {
+        "none": 0,
+        "full": base,
+        "lora": 2 * sum(4 * (i + o) for i, o in shapes),  # r (in + out) per layer, 2 blocks
+        "vera": 2 * sum(4 + o for i, o in shapes),  # r + out
+        "loraxs": 2 * 4 * 4**2,  # r² for each of 4 layers
+    }
+    table = (out / "comparison-data.md").read_text().splitlines()
+    assert len(table) == 2 + 5
+    for method, count in expected.items():
+        name = f"data-{method}" + ("-r4" if method in ("lora", "vera", "loraxs") else "")
+        result = json.loads((out / f"{name}.json").read_text())
+        assert result["trainable_parameters"] == count and result["base_parameters"] == base
+        row = next(line for line in table if line.startswith(f"| {method} |"))
+        assert f"| {count:,} |" in row
+        if method == "none":
+            assert result["losses"] == [] and result["accuracy"] == result["zero_shot_accuracy"]
+            continue
+        losses = result["losses"]
+        assert len(losses) == 12 and sum(losses[-3:]) < sum(losses[:3]), method  # the loss falls
+        assert (out / f"{name}.safetensors").stat().st_size == result["adapter_bytes"] > 0
+        for key in ("wall_seconds", "tokens_per_second", "peak_memory_bytes"):
+            assert result[key] > 0
+    assert (out / "comparison-data.png").stat().st_size > 0 or pytest.importorskip("matplotlib") is None
+
+
+def test_loraxs_run_leaves_every_frozen_tensor_bit_for_bit_unchanged(checkpoint, data, tmp_path, monkeypatch):
+    trained_models = []
+    real_finetune = train.finetune
+
+    def recording_finetune(model, *args, **kwargs):
+        trained_models.append(model)
+        return real_finetune(model, *args, **kwargs)
+
+    monkeypatch.setattr(train, "finetune", recording_finetune)
+    run_train("--init-from", checkpoint, "--data", data, "--method", "loraxs", "--steps", "8", "--lr", "0.1",
+              "--out", tmp_path)  # fmt: skip
+    (model,) = trained_models
+    pristine = dict(GPT.from_pretrained(checkpoint, verbose=False).named_parameters())
+    frozen = 0
+    for name, parameter in model.named_parameters():
+        if parameter.requires_grad:
+            assert name.endswith(".R")
+            assert parameter.abs().max() > 1e-3  # R moved well away from its 1e-5 start
+        else:
+            assert torch.equal(parameter, pristine[name.replace(".base.", ".")]), name
+            frozen += 1
+    assert frozen == len(pristine) and parameter_counts(model)[0] == 2 * 4 * 64
+
+
+def test_shipped_generative_task_runs(checkpoint, tmp_path):
+    run_train("--init-from", checkpoint, "--task", "plural", "--method", "lora", "--steps", "3", "--out", tmp_path)
+    result = json.loads((tmp_path / "plural-lora-r8.json").read_text())
+    assert result["task"] == "plural" and 0 <= result["accuracy"]["test"] <= 1
+
+
+def test_the_same_seed_gives_the_same_numbers(checkpoint, data, tmp_path):
+    for run in ("a", "b"):
+        run_train(
+            "--init-from", checkpoint, "--data", data, "--method", "vera", "--steps", "5", "--out", tmp_path / run
+        )
+    first, second = (json.loads((tmp_path / run / "data-vera-r8.json").read_text()) for run in ("a", "b"))
+    assert first["losses"] == second["losses"] and first["accuracy"] == second["accuracy"]
+
+
+def test_torchrun_with_two_processes_matches_one_process(checkpoint, data, tmp_path):
+    common = ["--init-from", checkpoint, "--data", data, "--method", "lora", "--steps", "6", "--batch-size", "8",
+              "--lr", "0.01", "--no-save"]  # fmt: skip
+    single = run_cli(*common, "--out", tmp_path / "one")
+    assert single.returncode == 0, single.stderr
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]  # free port
+    ddp = subprocess.run([*launcher, "train.py", *map(str, common), "--out", tmp_path / "two"], cwd=ROOT,
+                         capture_output=True, text=True, env=env)  # fmt: skip
+    assert ddp.returncode == 0, ddp.stderr
+    one = json.loads((tmp_path / "one" / "data-lora-r8.json").read_text())
+    two = json.loads((tmp_path / "two" / "data-lora-r8.json").read_text())
+    assert two["processes"] == 2 and one["processes"] == 1
+    # Same global batch, same gradients up to the order of float32 sums: 1e-4 relative after 6 Adam steps.
+    torch.testing.assert_close(torch.tensor(two["losses"]), torch.tensor(one["losses"]), rtol=1e-4, atol=1e-5)
+    assert two["accuracy"] == one["accuracy"]
+    assert ddp.stdout.count("zero-shot accuracy") == 1  # only rank 0 speaks
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def test_bad_input_is_one_line_and_a_nonzero_exit(tmp_path):
+    result = run_cli("--method", "dora", "--out", tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "error: unknown method 'dora'; choose from none, full, lora, vera, loraxs or 'all'"
+    ]
+    assert "Traceback" not in result.stderr and not any(tmp_path.iterdir())
+
+
+def test_offline_gpt2_download_is_one_line(tmp_path):
+    env = {**os.environ, "HF_ENDPOINT": "http://127.0.0.1:9", "LORAXS_MINI_CACHE": str(tmp_path / "cache")}
+    result = subprocess.run([sys.executable, "train.py", "--out", tmp_path / "out"], cwd=ROOT, capture_output=True,
+                            text=True, env=env)  # fmt: skip
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert "could not download http://127.0.0.1:9/openai-community/gpt2/resolve/main/model.safetensors" in line
+
+
+def write_jsonl(path, lines):
+    path.mkdir(parents=True, exist_ok=True)
+    for split in ("train", "test"):
+        (path / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("rank_too_large", "transformer.h.0.attn.c_attn: LoRA-XS rank 33 is too large"),
+        ("unknown_target", "the target 'attn.q_proj' matches no linear layer"),
+        ("missing_data", "no task or data file"),
+        ("missing_checkpoint", "neither a preset"),
+        ("not_gpt2", "model_type is 'bert'"),
+        ("malformed_line", r"train.jsonl, line 2: not valid JSON"),
+        ("too_long", r"train.jsonl, line 2: this example has 302 tokens, more than the model's context of 128"),
+        ("nan_loss", "the loss became nan"),
+        ("zero_steps", "--steps must be positive"),
+    ],
+)
+def test_bad_input_is_refused_clearly_and_writes_nothing(case, message, checkpoint, data, tmp_path):
+    args = {"--init-from": checkpoint, "--data": data, "--method": "loraxs", "--steps": "2"}
+    if case == "rank_too_large":
+        args["--rank"] = "33"
+    elif case == "unknown_target":
+        args["--targets"] = "attn.c_attn,attn.q_proj"
+    elif case == "missing_data":
+        args["--data"] = tmp_path / "nowhere"
+    elif case == "missing_checkpoint":
+        args["--init-from"] = tmp_path / "no-model"
+    elif case == "not_gpt2":
+        folder = tmp_path / "bert"
+        folder.mkdir()
+        (folder / "config.json").write_text(json.dumps({"model_type": "bert"}))
+        (folder / "model.safetensors").write_bytes((checkpoint / "model.safetensors").read_bytes())
+        args["--init-from"] = folder
+    elif case == "malformed_line":
+        args["--data"] = write_jsonl(tmp_path / "bad", ['{"prompt": "a", "completion": " b"}', '{"prompt": "a",'])
+    elif case == "too_long":
+        short, long = ({"prompt": "word " * n, "completion": " x"} for n in (3, 300))
+        args["--data"] = write_jsonl(tmp_path / "long", [json.dumps(line) for line in (short, long, short, short)])
+    elif case == "nan_loss":
+        args.update({"--method": "full", "--lr": "1e30"})
+    elif case == "zero_steps":
+        args["--steps"] = "0"
+    out = tmp_path / "out"
+    with pytest.raises(LoraxsError, match=message):
+        run_train(*[part for pair in args.items() for part in pair], "--out", out)
+    assert not out.exists()  # nothing half-written
