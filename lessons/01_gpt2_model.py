@@ -1,0 +1,113 @@
+# Lesson 01: the GPT-2 model, and where its 124 million parameters live.
+#
+#     python lessons/01_gpt2_model.py            about 5 seconds
+#     python lessons/01_gpt2_model.py --quick    a tiny model, for CI
+#
+# Read it top to bottom, or run it cell by cell (# %% marks a cell in VS Code, PyCharm, Jupyter).
+# The model itself is in loraxs_mini/model.py: keep it open beside this file.
+
+# %% Setup
+import sys
+from collections import Counter
+
+import torch
+import torch.nn.functional as F
+
+from loraxs_mini import GPT, GPTConfig
+
+QUICK = "--quick" in sys.argv
+torch.manual_seed(0)
+
+# %% 1. A configuration is five numbers
+#
+# GPT-2 is fully described by its vocabulary size V, its context T_max, the number of blocks L,
+# the width C of the residual stream and the number of attention heads H (each head works in
+# D = C / H dimensions). The four public checkpoints differ only in L, C and H.
+for name in ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl"):
+    c = GPTConfig.from_name(name)
+    print(f"{name:12s} L={c.n_layer:2d}  C={c.n_embd:4d}  H={c.n_head:2d}  D={c.n_embd // c.n_head}")
+
+# %% 2. Counting parameters without allocating them
+#
+# On the "meta" device PyTorch tracks shapes but stores nothing, so even the 1.5B-parameter
+# gpt2-xl costs no memory here. The constructor prints the total; the tied output head
+# (lm_head = wte) is counted once.
+with torch.device("meta"):
+    model = GPT(GPTConfig.from_name("gpt2"))
+
+
+# Where do they live? Group the parameters by component.
+def component(name):
+    if "wte" in name:
+        return "token embedding wte (V x C)"
+    if "wpe" in name:
+        return "position embedding wpe (T_max x C)"
+    if ".attn." in name:
+        return "attention: c_attn, c_proj"
+    if ".mlp." in name:
+        return "MLP: c_fc, c_proj"
+    return "LayerNorms"
+
+
+groups = Counter()
+for name, parameter in model.named_parameters():
+    groups[component(name)] += parameter.numel()
+total = model.num_parameters()
+for key, count in groups.items():
+    print(f"{key:40s} {count:>12,}  {100 * count / total:5.1f}%")
+print(f"{'total':40s} {total:>12,}")
+
+# Per block: attention has 4 C² weights (Q, K, V and the output), the MLP 8 C² (C -> 4C -> C),
+# so a block holds about 12 C², and L blocks about 12 L C² = 85M for gpt2. The other 39M are
+# the embeddings: a third of GPT-2 small is its vocabulary.
+C, L = 768, 12
+print(f"12 L C^2 = {12 * L * C * C:,}")
+
+# %% 3. One forward pass, shape by shape
+#
+# idx (B, T) -> embeddings (B, T, C) -> L blocks (B, T, C) -> LayerNorm -> logits (B, T, V).
+config = GPTConfig.from_name("tiny" if QUICK else "gpt2")
+model = GPT(config).eval()
+idx = torch.randint(0, config.vocab_size, (2, 16))
+shapes = []
+hooks = [
+    module.register_forward_hook(lambda m, i, o, n=name: shapes.append((n, tuple(o.shape))))
+    for name, module in model.named_modules()
+    if name in ("transformer.wte", "transformer.h.0.attn.c_attn", "transformer.h.0.mlp.c_fc", "transformer.ln_f")
+]
+with torch.no_grad():
+    logits, _ = model(idx)
+for name, shape in shapes:
+    print(f"{name:32s} -> {shape}")
+print(f"{'logits':32s} -> {tuple(logits.shape)}")
+for hook in hooks:
+    hook.remove()
+
+# %% 4. Causal attention: the past never sees the future
+#
+# Attention weights are softmax(Q Kᵀ / sqrt(D) + M) with M = -inf above the diagonal, so
+# token t mixes only tokens 0..t. Change the last token and watch which logits move.
+changed = idx.clone()
+changed[:, -1] = (changed[:, -1] + 1) % config.vocab_size
+with torch.no_grad():
+    moved = (model(changed)[0] - logits).abs().amax(dim=(0, 2))
+print("largest change of the logits at each position:", [f"{m:.1e}" for m in moved.tolist()])
+assert torch.all(moved[:-1] == 0) and moved[-1] > 0
+
+# %% 5. The loss: predicting the next token
+#
+# The target at position t is the token at t + 1. Cross-entropy is -log p(correct token),
+# averaged; a model that guesses uniformly pays log V = log 50257 = 10.8.
+targets = torch.roll(idx, -1, dims=1)
+with torch.no_grad():
+    _, loss = model(idx, targets)
+print(f"loss of random weights: {loss.item():.2f}   uniform guessing: {torch.log(torch.tensor(50257.0)):.2f}")
+top = F.softmax(logits[0, -1], dim=-1).max().item()
+print(f"the most likely next token gets p = {top:.1e}: random weights know nothing (1/V = {1 / 50257:.1e})")
+
+# %% Exercises (lessons/exercises/ex01_gpt2_model.py, check with: python -m loraxs_mini.check 01)
+#
+# 1. block_parameter_count(C): how many parameters does one block of width C hold? Count
+#    the weights and biases of c_attn, attn.c_proj, c_fc, mlp.c_proj and the two LayerNorms.
+# 2. causal_attention(q, k, v): write softmax(Q Kᵀ / sqrt(D) + M) V yourself, with the mask M.
+# 3. gelu_tanh(x): GPT-2's activation, 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x³))).

@@ -1,0 +1,78 @@
+# Lesson 04: VeRA, one frozen random pair for the whole model, and two trained vectors per layer.
+#
+#     python lessons/04_vera.py            about 5 seconds
+#     python lessons/04_vera.py --quick    for CI
+#
+# Code: loraxs_mini/adapters/vera.py.
+
+# %% Setup
+import sys
+
+import torch
+
+from loraxs_mini import GPT, GPTConfig
+from loraxs_mini.adapters import adapted_layers, add_adapters, describe_parameters
+
+QUICK = "--quick" in sys.argv
+
+# %% 1. The idea
+#
+# LoRA trains A and B. VeRA draws them at random once, freezes them, shares them across all
+# layers, and trains only two scaling vectors per layer:
+#
+#     y = W x + diag(b) B diag(d) A x        d: r numbers,  b: out numbers
+#
+# Random projections of a wide enough rank already span useful directions; d chooses how much
+# of each of the r directions to use, b rescales each output.
+with torch.device("meta"):
+    gpt2 = GPT(GPTConfig.from_name("gpt2"), verbose=False)
+add_adapters(gpt2, "vera", rank=8)
+print("GPT-2 with VeRA r=8:", describe_parameters(gpt2))
+
+# %% 2. One pair, sliced for every shape
+#
+# GPT-2's layers are 768 -> 2304, 768 -> 768, 768 -> 3072 and 3072 -> 768. One pair sized for
+# the largest, A: r x 3072 and B: 3072 x r, serves them all: a layer uses A[:, :in], B[:out, :].
+model = GPT(GPTConfig.from_name("tiny" if QUICK else "mini"), verbose=False)
+add_adapters(model, "vera", rank=4, seed=1234)
+layers = adapted_layers(model)
+first = next(iter(layers.values()))
+print(f"shared A {tuple(first.projections.A.shape)}, B {tuple(first.projections.B.shape)}")
+for name, layer in list(layers.items())[:4]:
+    A, B = layer.shared_matrices()
+    trained = f"d {tuple(layer.lambda_d.shape)}, b {tuple(layer.lambda_b.shape)}"
+    print(f"  {name}: uses A {tuple(A.shape)}, B {tuple(B.shape)}; trains {trained}")
+print("every layer holds the very same pair:", all(layer.projections is first.projections for layer in layers.values()))
+
+# %% 3. Never saved: rebuilt from a seed
+#
+# A and B come from a seeded generator (A first, then B, uniform in ±sqrt(6 / fan_in)), so an
+# adapter file only needs the seed. Build the model again with the same seed: the same pair.
+again = add_adapters(GPT(model.config, verbose=False), "vera", rank=4, seed=1234)
+same = next(iter(adapted_layers(again).values())).projections
+print("same seed, same A and B:", torch.equal(same.A, first.projections.A) and torch.equal(same.B, first.projections.B))
+
+# %% 4. Zero at the start, and the shape of the update
+#
+# b starts at 0, so ΔW = 0; d starts at 0.1. After training, ΔW = diag(b) B diag(d) A has rank <= r.
+x = torch.randn(2, first.in_features)
+assert torch.equal(first(x), first.base(x))
+with torch.no_grad():
+    first.lambda_b.normal_()
+print("rank of ΔW with random b:", torch.linalg.matrix_rank(first.delta_weight()).item(), "<= r = 4")
+
+# %% 5. Why r can be large
+#
+# VeRA's count per layer is r + out: the rank costs only r numbers. Going from r = 8 to r = 256
+# barely moves the total, where LoRA's grows 32-fold.
+for rank in (8, 256):
+    for method in ("lora", "vera"):
+        with torch.device("meta"):
+            m = add_adapters(GPT(GPTConfig.from_name("gpt2"), verbose=False), method, rank=rank)
+        print(f"r={rank:3d} {method}: {describe_parameters(m)}")
+
+# %% Exercises (lessons/exercises/ex04_vera.py; check with: python -m loraxs_mini.check 04)
+#
+# 1. vera_parameter_count(out_features, rank)
+# 2. shared_pair(rank, max_in, max_out, seed): draw A and B exactly as VeRA (and PEFT) do
+# 3. vera_delta_weight(A, B, d, b): diag(b) B diag(d) A, without building the diagonal matrices

@@ -1,0 +1,123 @@
+# Lesson 05: the SVD, the best rank-r approximation, and LoRA-XS.
+#
+#     python lessons/05_svd_and_loraxs.py                 pretrained gpt2 (downloads once, 500 MB)
+#     python lessons/05_svd_and_loraxs.py --model PATH    a local checkpoint folder instead
+#     python lessons/05_svd_and_loraxs.py --quick         a synthetic "pretrained-like" matrix, for CI
+#
+# Code: loraxs_mini/adapters/loraxs.py. It is short: read it first.
+
+# %% Setup
+import sys
+import time
+
+import torch
+
+from loraxs_mini import GPT, GPTConfig
+from loraxs_mini.adapters import LoRAXSLinear, add_adapters, describe_parameters, truncated_svd
+from loraxs_mini.errors import friendly_errors
+
+QUICK = "--quick" in sys.argv
+MODEL = sys.argv[sys.argv.index("--model") + 1] if "--model" in sys.argv else "gpt2"
+torch.manual_seed(0)
+
+# %% 1. Every matrix is a rotation, a stretch and a rotation
+#
+#     W = U Σ Vᵀ      U: out x k, orthonormal columns   Σ: k singular values, descending
+#                     V: in x k, orthonormal columns    (k = min(in, out))
+#
+# Pretrained weights are far from random: a few directions carry much of the matrix.
+if QUICK:  # a stand-in with a pretrained-like, decaying spectrum
+    U, _ = torch.linalg.qr(torch.randn(192, 64))
+    V, _ = torch.linalg.qr(torch.randn(64, 64))
+    W = (U * torch.arange(1, 65) ** -0.8) @ V.T
+else:
+    with friendly_errors():
+        model = GPT.from_pretrained(MODEL)
+    W = model.transformer.h[0].attn.c_attn.weight.detach()  # out x in
+S = torch.linalg.svdvals(W)
+random_S = torch.linalg.svdvals(torch.randn_like(W) * W.std())
+
+
+def share(singular_values, r):
+    """The share of |W|_F² = Σ σ_i² that the top r directions hold."""
+    return 100 * (singular_values[:r] ** 2).sum() / (singular_values**2).sum()
+
+
+for r in (1, 8, 32):
+    print(f"top {r:2d} of {len(S)} directions hold {share(S, r):5.1f}% of the squared norm "
+          f"(random weights of the same shape: {share(random_S, r):4.1f}%)")  # fmt: skip
+
+# %% 2. Eckart-Young: truncating the SVD is the best you can do
+#
+# Among all matrices of rank r, W_r = U_r Σ_r V_rᵀ is the closest to W, and its error is
+# exactly the singular values it drops:  |W - W_r|_F² = Σ_{i > r} σ_i².
+r = 8
+U_r, S_r, Vh_r = truncated_svd(W, r)
+W_r = U_r @ torch.diag(S_r) @ Vh_r
+print(f"|W - W_8|² = {(W - W_r).square().sum():.4f}   Σ dropped σ² = {S[r:].square().sum():.4f}")
+
+# %% 3. LoRA-XS: freeze B = U_r and A = Σ_r V_rᵀ, train only R (r x r)
+#
+#     y = W x + (alpha / r) B R A x
+#
+# With R = I and alpha = r, B R A is exactly W_r: the adapter starts from "the most important
+# part of W" and learns how to re-mix those r directions.
+layer = torch.nn.Linear(W.shape[1], W.shape[0])
+with torch.no_grad():
+    layer.weight.copy_(W)
+loraxs = LoRAXSLinear(layer, rank=r, alpha=r)
+with torch.no_grad():
+    loraxs.R.copy_(torch.eye(r))
+print("B R A == W_r with R = I:", torch.allclose(loraxs.delta_weight(), W_r, atol=1e-5))
+print(f"trained: R {tuple(loraxs.R.shape)} = {loraxs.R.numel()} numbers")
+print(f"frozen:  B {tuple(loraxs.B.shape)}, A {tuple(loraxs.A.shape)}")
+
+# %% 4. r² parameters per layer, whatever the width
+for name in ("gpt2", "gpt2-xl"):
+    for method in ("lora", "loraxs"):
+        with torch.device("meta"):
+            m = add_adapters(GPT(GPTConfig.from_name(name), verbose=False), method, rank=8)
+        print(f"{name:8s} {method:7s} r=8: {describe_parameters(m)}")
+
+# %% 5. Where every update lives
+#
+# B R A = U_r (R Σ_r) V_rᵀ: whatever R becomes, the update's columns stay in span(U_r) and
+# its rows in span(V_r). Projecting onto those subspaces changes nothing.
+with torch.no_grad():
+    loraxs.R.copy_(torch.randn(r, r))
+delta = loraxs.delta_weight()
+column_leak = (delta - U_r @ (U_r.T @ delta)).norm() / delta.norm()
+row_leak = (delta - (delta @ Vh_r.T) @ Vh_r).norm() / delta.norm()
+print(f"part of ΔW outside span(U_r): {column_leak:.1e}, outside span(V_r): {row_leak:.1e}")
+
+# %% 6. The start: R ~ N(0, (1e-5)²)
+#
+# |ΔW x| <= (alpha / r) |R|_2 σ_1 |x|: with |R|_2 about 1e-5 (2 sqrt(r)), the adapted model
+# starts a hundred-thousandth away from the pretrained one.
+fresh = LoRAXSLinear(layer, rank=r, alpha=r)
+x = torch.randn(16, W.shape[1])
+bound = fresh.scaling * torch.linalg.matrix_norm(fresh.R, ord=2) * S[0] * x.norm(dim=1)
+print(f"largest |ΔW x| / bound: {(fresh.update(x).norm(dim=1) / bound).max():.2f} (<= 1), "
+      f"relative change of the output: {(fresh.update(x).norm() / layer(x).norm()):.1e}")  # fmt: skip
+
+# %% 7. Three ways to the top r triplets
+#
+# svd:        all k triplets, keep r: the textbook route, and the slowest.
+# gram:       eigh(WᵀW) = V Σ² Vᵀ gives V_r and σ², then U_r = W V_r / σ. Squaring costs
+#             precision only in the small σ that LoRA-XS drops: the default.
+# randomized: multiply W by 2r random vectors, sharpen them by power iterations, solve a small
+#             SVD. Fastest, but it needs σ_r to stand well above σ_2r, and pretrained spectra
+#             decay slowly: watch the angle to the exact subspace.
+reference = torch.linalg.svd(W.double(), full_matrices=False)[0][:, :r].float()
+for method in ("svd", "gram", "randomized"):
+    start = time.perf_counter()
+    U_m, S_m, _ = truncated_svd(W, r, method)
+    seconds = time.perf_counter() - start
+    angle = torch.linalg.matrix_norm(U_m - reference @ (reference.T @ U_m), ord=2)  # sin(largest principal angle)
+    print(f"{method:10s} {1000 * seconds:7.1f} ms   sin(angle to the float64 U_r) = {angle:.1e}")
+
+# %% Exercises (lessons/exercises/ex05_svd_and_loraxs.py; check with: python -m loraxs_mini.check 05)
+#
+# 1. best_rank_r(W, r): the best rank-r approximation of W, from torch.linalg.svd
+# 2. loraxs_init(W, r): the frozen pair (B, A) of LoRA-XS
+# 3. loraxs_parameter_count(n_layer, adapted_per_block, rank)

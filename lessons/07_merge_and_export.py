@@ -1,0 +1,103 @@
+# Lesson 07: saving only the adapter, loading it back, merging it into the weights, exporting.
+#
+#     python lessons/07_merge_and_export.py                 gpt2 (downloads once); about a minute on a CPU
+#     python lessons/07_merge_and_export.py --model PATH    any GPT-2 checkpoint folder
+#     python lessons/07_merge_and_export.py --quick         a tiny random model, for CI
+#
+# Code: loraxs_mini/adapters/saving.py, merge_adapters in loraxs_mini/adapters/inject.py.
+
+# %% Setup
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from loraxs_mini import GPT, GPTConfig, LoraxsError
+from loraxs_mini.adapters import adapted_layers, add_adapters, load_adapters, merge_adapters, save_adapters
+from loraxs_mini.errors import friendly_errors
+from loraxs_mini.pretrained import load_base_model
+from loraxs_mini.safetensors_file import load_file
+
+QUICK = "--quick" in sys.argv
+MODEL = sys.argv[sys.argv.index("--model") + 1] if "--model" in sys.argv else "gpt2"
+folder = Path(tempfile.mkdtemp())
+if QUICK:  # a tiny random GPT-2, saved once, plays the pretrained base model
+    GPT(GPTConfig.from_name("tiny"), verbose=False).save_pretrained(folder / "tiny")
+    MODEL = folder / "tiny"
+
+# %% 1. A trained adapter
+#
+# To have something worth saving, give every R a random value (as if training had moved it).
+with friendly_errors():
+    model = add_adapters(load_base_model(MODEL, verbose=False), "loraxs", rank=8).eval()
+torch.manual_seed(0)
+with torch.no_grad():
+    for layer in adapted_layers(model).values():
+        layer.R.normal_(std=0.01)
+prompt = torch.randint(0, 50257, (1, 32))
+with torch.no_grad():
+    adapted_logits, _ = model(prompt)
+
+# %% 2. Save only what was trained
+#
+# The file holds the 8 x 8 matrices R, and a recipe: method, rank, alpha, targets, seed, the base
+# model's shape and a fingerprint of its weights. B and A are not stored: they are the SVD of the
+# base weights, recomputed on loading. That is why LoRA-XS adapters are kilobytes.
+path = folder / "loraxs-r8.safetensors"
+size = save_adapters(model, path)
+tensors, metadata = load_file(path)
+print(f"{path.name}: {size:,} bytes, {len(tensors)} tensors of shape {tuple(next(iter(tensors.values())).shape)}")
+for key in ("method", "rank", "alpha", "targets", "base_model"):
+    print(f"  {key}: {metadata[key]}")
+
+# %% 3. Load it into a fresh copy of the base model
+fresh = load_adapters(load_base_model(MODEL, verbose=False), path).eval()
+with torch.no_grad():
+    print("same logits after loading:", torch.equal(fresh(prompt)[0], adapted_logits))
+
+# It refuses a base model with other weights: R only means something with the B and A it was trained with.
+try:
+    load_adapters(GPT(fresh.config, verbose=False), path)
+except LoraxsError as error:
+    print("refused:", error)
+
+
+# %% 4. Merge: W <- W + (alpha / r) B R A, and the adapters disappear
+#
+# An adapted layer runs two products per token (W x, and B R A x); merged, only W' x.
+def seconds_per_forward(m, repeats=3 if QUICK else 10):
+    batch = torch.randint(0, 50257, (4, 64))
+    with torch.no_grad():
+        m(batch)
+        start = time.perf_counter()
+        for _ in range(repeats):
+            m(batch)
+    return (time.perf_counter() - start) / repeats
+
+
+with_adapters = seconds_per_forward(fresh)
+merged = merge_adapters(fresh)
+print("adapted layers left after merging:", len(adapted_layers(merged)))
+with torch.no_grad():
+    difference = (merged(prompt)[0] - adapted_logits).abs().max().item()
+print(f"merged logits differ by {difference:.1e} (float32 rounding)")
+print(f"forward pass: {1000 * with_adapters:.1f} ms with adapters, {1000 * seconds_per_forward(merged):.1f} ms merged")
+
+# %% 5. Export: an ordinary GPT-2 checkpoint that any tool can open
+merged.save_pretrained(folder / "merged")
+print("wrote", sorted(p.name for p in (folder / "merged").iterdir()))
+try:
+    from transformers import GPT2LMHeadModel
+
+    hf = GPT2LMHeadModel.from_pretrained(folder / "merged").eval()
+    with torch.no_grad():
+        print("transformers agrees:", torch.allclose(hf(prompt).logits, adapted_logits, atol=1e-4))
+except ImportError:
+    print("(pip install transformers to open the export with Hugging Face)")
+
+# %% Exercises (lessons/exercises/ex07_merge_and_export.py; check with: python -m loraxs_mini.check 07)
+#
+# 1. merged_linear(adapter): a new nn.Linear that computes what the adapted layer computes
+# 2. adapter_data_bytes(method, rank, layer_shapes): the bytes of trained float32 numbers an adapter file holds

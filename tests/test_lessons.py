@@ -1,0 +1,93 @@
+"""The lessons run (quick mode), their exercises are real tests, and their numbers agree with train.py."""
+
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+from loraxs_mini import check
+
+LESSON_FILES = sorted((ROOT / "lessons").glob("[0-9][0-9]_*.py"))
+
+
+def test_there_is_a_lesson_per_component():
+    assert [path.name[:2] for path in LESSON_FILES] == ["01", "02", "03", "04", "05", "06", "07"]
+
+
+@pytest.mark.parametrize("lesson", LESSON_FILES, ids=lambda path: path.stem)
+def test_lesson_runs_in_quick_mode(lesson):
+    result = subprocess.run([sys.executable, str(lesson), "--quick"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("lesson", sorted(check.CHECKS))
+def test_reference_solutions_pass_and_untouched_exercises_fail(lesson, capsys):
+    solutions = check.find_file(lesson, solutions=True)
+    exercises = check.find_file(lesson, solutions=False)
+    assert solutions.name == exercises.name
+    total = len(check.CHECKS[lesson])
+    assert check.run(lesson, solutions) == (total, total)
+    assert check.run(lesson, exercises) == (0, total)  # every single exercise fails until it is done
+
+
+# Plausible mistakes a student makes: the checker must catch each one.
+WRONG_ANSWERS = {
+    ("01", "causal_attention"): "import torch\n"
+    "def causal_attention(q, k, v):\n"
+    "    return torch.softmax(q @ k.transpose(-2, -1) / q.shape[-1] ** 0.5, dim=-1) @ v  # no mask",
+    ("01", "block_parameter_count"): "def block_parameter_count(C):\n    return 12 * C * C  # biases forgotten",
+    ("02", "conv1d_to_linear"): "def conv1d_to_linear(weight):\n    return weight  # not transposed",
+    ("03", "lora_forward"): "import torch.nn.functional as F\n"
+    "def lora_forward(x, W, b, A, B, alpha):\n"
+    "    return F.linear(x, W, b) + F.linear(F.linear(x, A), B)  # alpha / r forgotten",
+    ("04", "shared_pair"): "import torch\n"
+    "def shared_pair(rank, max_in, max_out, seed):\n"
+    "    g = torch.Generator().manual_seed(seed)\n"
+    "    B = torch.empty(max_out, rank).uniform_(-(6 / rank) ** 0.5, (6 / rank) ** 0.5, generator=g)\n"
+    "    A = torch.empty(rank, max_in).uniform_(-(6 / max_in) ** 0.5, (6 / max_in) ** 0.5, generator=g)\n"
+    "    return A, B  # drawn in the wrong order",
+    ("05", "loraxs_init"): "import torch\n"
+    "def loraxs_init(W, r):\n"
+    "    U, S, Vh = torch.linalg.svd(W, full_matrices=False)\n"
+    "    return U[:, :r], Vh[:r]  # Σ_r forgotten",
+    ("06", "completion_targets"): "def completion_targets(p, c, end):\n"
+    "    tokens = p + c + [end]\n"
+    "    return tokens[:-1], tokens[1:]  # the prompt is graded too",
+    ("07", "merged_linear"): "import torch\n"
+    "def merged_linear(adapter):\n"
+    "    adapter.merge()  # changes the adapter instead of building a new layer\n"
+    "    return adapter.base",
+}
+
+
+@pytest.mark.parametrize("lesson, name", sorted(WRONG_ANSWERS))
+def test_plausible_mistakes_are_caught_with_a_hint(lesson, name, tmp_path, capsys):
+    path = tmp_path / f"ex{lesson}_attempt.py"
+    path.write_text(WRONG_ANSWERS[lesson, name] + "\n")
+    passed, _ = check.run(lesson, path)
+    output = capsys.readouterr().out
+    assert re.search(rf"\[x\] \d\. {name}: not yet", output) and "hint:" in output
+    assert passed == 0
+
+
+def test_lesson_06_counts_agree_with_train_py(tmp_path):
+    lesson = subprocess.run(
+        [sys.executable, "lessons/06_finetune_and_compare.py", "--quick"], cwd=ROOT, capture_output=True, text=True
+    )
+    printed = dict(re.findall(r"^(full|lora|vera|loraxs): ([\d,]+) trainable parameters$", lesson.stdout, re.M))
+    assert set(printed) == {"full", "lora", "vera", "loraxs"}
+    result = subprocess.run(
+        [sys.executable, "train.py", "--init-from", "random:tiny", "--method", "full,lora,vera,loraxs",
+         "--steps", "1", "--no-save", "--out", tmp_path],  # fmt: skip
+        cwd=ROOT, capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    for method, count in printed.items():
+        name = f"sentiment-{method}" + ("-r8" if method != "full" else "")
+        assert json.loads((tmp_path / f"{name}.json").read_text())["trainable_parameters"] == int(
+            count.replace(",", "")
+        )
