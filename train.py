@@ -17,8 +17,6 @@ import argparse
 import json
 import math
 import os
-import platform
-import resource
 import sys
 import time
 from pathlib import Path
@@ -39,6 +37,7 @@ from loraxs_mini.finetune import (
     finetune,
     world,
 )
+from loraxs_mini.measure import peak_memory_bytes
 from loraxs_mini.pretrained import load_base_model
 
 
@@ -112,13 +111,6 @@ def start_distributed(device):
         torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
         return f"cuda:{os.environ['LOCAL_RANK']}"
     return device
-
-
-def peak_memory_bytes(device):
-    if str(device).startswith("cuda"):
-        return torch.cuda.max_memory_allocated(device)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # the process's peak resident memory
-    return peak if platform.system() == "Darwin" else peak * 1024  # bytes on macOS, kilobytes on Linux
 
 
 def human_bytes(n):

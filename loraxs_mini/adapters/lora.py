@@ -36,8 +36,8 @@ class LoRALinear(AdaptedLinear):
         self.B = new_parameter(torch.zeros(self.out_features, rank), like=base.weight)  # out x r
 
     def update(self, x):
-        # x (..., in) -> A x (..., r) -> B A x (..., out)
-        return F.linear(F.linear(x, self.A), self.B) * self.scaling
+        # x (..., in) -> A x (..., r) -> B A x (..., out). The scale multiplies the r-wide middle, not the out-wide end.
+        return F.linear(F.linear(x, self.A) * self.scaling, self.B)
 
     def delta_weight(self):
         return self.scaling * self.B @ self.A  # (out x r)(r x in) = out x in

@@ -51,8 +51,8 @@ class LoRAXSLinear(AdaptedLinear):
         self.R = new_parameter(R, like=base.weight)  # r x r, the only trained tensor
 
     def update(self, x):
-        # x (..., in) -> A x (..., r) -> R A x (..., r) -> B R A x (..., out)
-        return F.linear(F.linear(F.linear(x, self.A), self.R), self.B) * self.scaling
+        # x (..., in) -> A x (..., r) -> R A x (..., r) -> B R A x (..., out); scaled while it is r wide
+        return F.linear(F.linear(F.linear(x, self.A), self.R) * self.scaling, self.B)
 
     def delta_weight(self):
         return self.scaling * self.B @ self.R @ self.A  # (out x r)(r x r)(r x in)
