@@ -290,6 +290,17 @@ def test_bad_adapter_requests_are_clear_errors(kwargs, message):
         add_adapters(tiny_gpt(), **kwargs)
 
 
+@pytest.mark.parametrize("mistake", [{"rank": 40}, {"targets": ["attn.q_proj"]}, {"rank": 0}])
+def test_a_refused_request_leaves_the_model_as_it_was(mistake):
+    model = tiny_gpt()
+    with pytest.raises(LoraxsError):
+        add_adapters(model, "loraxs", **{"rank": 4, **mistake})
+    assert not hasattr(model, "adapter_config") and not adapted_layers(model)
+    assert all(parameter.requires_grad for parameter in model.parameters())
+    add_adapters(model, "loraxs", rank=4)  # the corrected call works on the same model
+    assert parameter_counts(model)[0] == 2 * 4 * 16
+
+
 def test_adding_adapters_twice_is_refused():
     model = add_adapters(tiny_gpt(), "lora", rank=2)
     with pytest.raises(LoraxsError, match="already has adapters"):

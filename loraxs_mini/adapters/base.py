@@ -26,11 +26,15 @@ import torch.nn as nn
 from ..errors import LoraxsError
 
 
+def check_rank(rank):
+    if not isinstance(rank, int) or rank < 1:
+        raise LoraxsError(f"rank must be a positive whole number, got {rank!r}")
+
+
 class AdaptedLinear(nn.Module):
     def __init__(self, base: nn.Linear, rank: int, dropout: float = 0.0):
         super().__init__()
-        if not isinstance(rank, int) or rank < 1:
-            raise LoraxsError(f"rank must be a positive whole number, got {rank!r}")
+        check_rank(rank)
         self.base = base.requires_grad_(False)  # W and b stay exactly as pretrained
         self.in_features, self.out_features = base.in_features, base.out_features
         self.rank = rank

@@ -20,9 +20,9 @@ import torch
 import torch.nn as nn
 
 from ..errors import LoraxsError
-from .base import AdaptedLinear
+from .base import AdaptedLinear, check_rank
 from .lora import LoRALinear
-from .loraxs import LoRAXSLinear
+from .loraxs import LoRAXSLinear, check_loraxs_rank
 from .svd import SVD_METHODS
 from .vera import VeRALinear, VeRAProjections
 
@@ -74,14 +74,21 @@ def add_adapters(model, method, rank=8, targets=None, alpha=None, dropout=0.0, s
         raise LoraxsError(f"unknown SVD method {svd!r}; choose one of {', '.join(SVD_METHODS)}")
     targets = list(targets or DEFAULT_TARGETS)
     alpha = DEFAULT_ALPHA if alpha is None else float(alpha)
+    layers = find_targets(model, targets) if method in ADAPTER_METHODS else {}
+    # Check everything before changing anything: after an error the model is exactly as it was.
+    if layers:
+        check_rank(rank)
+    if method == "loraxs":
+        for name, layer in layers.items():
+            try:
+                check_loraxs_rank(layer, rank)
+            except LoraxsError as error:
+                raise LoraxsError(f"{name}: {error}") from None
+
     model.requires_grad_(method == "full")  # adapters bring their own trainable tensors; all else is frozen
     model.adapter_config = dict(
         method=method, rank=rank, alpha=alpha, targets=targets, dropout=dropout, seed=seed, svd=svd
     )
-    if method not in ADAPTER_METHODS:
-        return model
-
-    layers = find_targets(model, targets)
     generator = torch.Generator().manual_seed(seed)  # initial A (LoRA) and R (LoRA-XS): seeded, like VeRA's pair
     if method == "vera":  # one random pair, large enough for every layer
         first = next(iter(layers.values()))
@@ -89,15 +96,12 @@ def add_adapters(model, method, rank=8, targets=None, alpha=None, dropout=0.0, s
         max_out = max(layer.out_features for layer in layers.values())
         projections = VeRAProjections(rank, max_in, max_out, seed, like=first.weight)
     for name, layer in layers.items():
-        try:
-            if method == "lora":
-                adapter = LoRALinear(layer, rank, alpha, dropout, generator)
-            elif method == "vera":
-                adapter = VeRALinear(layer, projections, dropout)
-            else:
-                adapter = LoRAXSLinear(layer, rank, alpha, dropout, generator, svd)
-        except LoraxsError as error:
-            raise LoraxsError(f"{name}: {error}") from None
+        if method == "lora":
+            adapter = LoRALinear(layer, rank, alpha, dropout, generator)
+        elif method == "vera":
+            adapter = VeRALinear(layer, projections, dropout)
+        else:
+            adapter = LoRAXSLinear(layer, rank, alpha, dropout, generator, svd)
         parent_name, _, child_name = name.rpartition(".")
         setattr(model.get_submodule(parent_name), child_name, adapter)
     return model

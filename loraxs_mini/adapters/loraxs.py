@@ -32,17 +32,21 @@ from .base import AdaptedLinear, new_parameter
 from .svd import truncated_svd
 
 
+def check_loraxs_rank(layer, rank):
+    """The SVD of an out x in matrix has min(in, out) singular values: r can be at most that."""
+    largest = min(layer.in_features, layer.out_features)
+    if rank > largest:
+        raise LoraxsError(
+            f"LoRA-XS rank {rank} is too large for a {layer.out_features} x {layer.in_features} layer: its "
+            f"SVD has only {largest} singular values; choose rank <= {largest}"
+        )
+
+
 class LoRAXSLinear(AdaptedLinear):
     def __init__(self, base, rank, alpha, dropout=0.0, generator=None, svd="gram"):
-        if rank > min(base.in_features, base.out_features):
-            raise LoraxsError(
-                f"LoRA-XS rank {rank} is too large for a {base.out_features} x {base.in_features} layer: its "
-                f"SVD has only {min(base.in_features, base.out_features)} singular values; choose "
-                f"rank <= {min(base.in_features, base.out_features)}"
-            )
+        check_loraxs_rank(base, rank)
         super().__init__(base, rank, dropout)
         self.scaling = alpha / rank
-        self.svd_method = svd
         U, S, Vh = truncated_svd(base.weight, rank, svd)  # top-r triplets, float32 (see svd.py)
         # Frozen and rebuilt from W whenever the adapter is loaded: buffers, not parameters.
         self.register_buffer("B", U.to(base.weight.dtype), persistent=False)  # out x r

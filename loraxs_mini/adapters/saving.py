@@ -81,7 +81,8 @@ def load_adapters(model, path):
     # A full fine-tune stores every weight, so any base of the right shape will do; adapters need theirs.
     if recipe["method"] != "full":
         fingerprint = base_fingerprint(model, recipe["targets"])
-        if not torch.allclose(torch.tensor(fingerprint), torch.tensor(saved["base_fingerprint"]), rtol=1e-6, atol=1e-6):
+        expected = torch.tensor(saved["base_fingerprint"], dtype=torch.float64)
+        if not torch.allclose(torch.tensor(fingerprint, dtype=torch.float64), expected, rtol=1e-6, atol=1e-6):
             raise LoraxsError(
                 f"{path} was trained on other weights than this model's (base {saved['base_model']!r}, same "
                 "shape but different values); load it into the base model it was trained on"
