@@ -28,33 +28,35 @@ def batches(items, size):
 
 @torch.no_grad()
 def label_log_likelihoods(model, examples, labels, batch_size=32):
-    """(N, L) tensor: log p(label | prompt) for each example and label."""
+    """
+    (N, L) tensor: log p(label | prompt) for each example and label.
+
+    The model reads prompt + label[:-1], and the label's tokens are read off
+    its predictions at the last len(label) positions. When labels are single
+    tokens, every label of an example reads the same input (the prompt), so
+    each distinct input is run once and only the rows needed go through the head.
+    """
     label_tokens = [encode(label) for label in labels]
-    # One model input per distinct (prompt + label without its last token): single-token labels share one.
-    rows, scored = {}, []  # scored: (example, label, row, position, token)
+    readers = defaultdict(list)  # model input -> the (example, label) pairs that read their score from it
     for i, example in enumerate(examples):
         for k, tokens in enumerate(label_tokens):
-            sequence = tuple(example.prompt_tokens + tokens[:-1])
-            row = rows.setdefault(sequence, len(rows))
-            for j, token in enumerate(tokens):  # position p predicts the token at p + 1
-                scored.append((i, k, row, len(example.prompt_tokens) - 1 + j, token))
-    needed = defaultdict(list)
-    for entry in scored:
-        needed[entry[2]].append(entry)
+            readers[tuple(example.prompt_tokens + tokens[:-1])].append((i, k))
 
     scores = torch.zeros(len(examples), len(labels))
-    sequences = list(rows)
-    for first in range(0, len(sequences), batch_size):
-        chunk = sequences[first : first + batch_size]
+    device = next(model.parameters()).device
+    for chunk in batches(list(readers), batch_size):
         inputs = torch.full((len(chunk), max(map(len, chunk))), END_OF_TEXT, dtype=torch.long)
-        for r, sequence in enumerate(chunk):
-            inputs[r, : len(sequence)] = torch.tensor(sequence)
-        hidden = model.hidden_states(inputs.to(next(model.parameters()).device))
-        entries = [entry for r in range(len(chunk)) for entry in needed[first + r]]
-        at = torch.tensor([[entry[2] - first, entry[3]] for entry in entries])
-        log_probs = F.log_softmax(model.lm_head(hidden[at[:, 0], at[:, 1]]).float(), dim=-1).cpu()  # only needed rows
-        for (i, k, _, _, token), row_log_probs in zip(entries, log_probs):
-            scores[i, k] += row_log_probs[token]
+        for row, sequence in enumerate(chunk):
+            inputs[row, : len(sequence)] = torch.tensor(sequence)
+        hidden = model.hidden_states(inputs.to(device))  # (b, T, C)
+        for row, sequence in enumerate(chunk):
+            pairs = readers[sequence]
+            start = min(len(examples[i].prompt_tokens) for i, _ in pairs) - 1  # first position that predicts a label
+            log_probs = F.log_softmax(model.lm_head(hidden[row, start : len(sequence)]).float(), dim=-1).cpu()
+            for i, k in pairs:
+                tokens = label_tokens[k]
+                first = len(examples[i].prompt_tokens) - 1 - start
+                scores[i, k] = log_probs[first + torch.arange(len(tokens)), tokens].sum()
     return scores
 
 

@@ -1,0 +1,142 @@
+"""Data loading, batching and scoring, against hand computations; the shipped data is what its generator makes."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import ROOT, tiny_gpt
+from loraxs_mini import LoraxsError
+from loraxs_mini.data import Example, check_fits, load_task, make_batch, read_jsonl, task_names
+from loraxs_mini.evaluate import count_correct, greedy_answers, label_log_likelihoods
+from loraxs_mini.model import IGNORE_INDEX
+from loraxs_mini.tokenizer import END_OF_TEXT, decode, encode
+
+
+def test_the_shipped_files_are_exactly_what_the_generator_makes():
+    result = subprocess.run([sys.executable, "data/make_data.py", "--check"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_shipped_tasks_hold_out_their_words_and_are_scored_as_documented():
+    assert task_names() == ["plural", "sentiment"]
+    sentiment, plural = load_task("sentiment"), load_task("plural")
+    assert sentiment.labels == [" negative", " positive"] and plural.labels is None
+    assert {len(sentiment.splits[s]) for s in ("train", "validation", "test")} == {1200, 200, 400}
+    nouns = {split: {e.prompt.split()[1] for e in plural.splits[split]} for split in plural.splits}
+    assert not nouns["test"] & nouns["train"] and not nouns["validation"] & nouns["train"]
+
+    sys.path.insert(0, str(ROOT / "data"))
+    import make_data
+
+    lexicon = set(make_data.POSITIVE) | set(make_data.NEGATIVE)
+    used = {
+        split: {word for e in sentiment.splits[split] for word in e.prompt.replace(".", " ").split()} & lexicon
+        for split in sentiment.splits
+    }
+    assert not used["test"] & used["train"] and not used["validation"] & used["train"]
+    assert not used["test"] & used["validation"] and len(used["test"]) == 16
+    held_out_openings = [template.split("{")[0] for template in make_data.HELD_OUT_TEMPLATES]
+    for split in ("validation", "test"):
+        for example in sentiment.splits[split]:
+            review = example.prompt.removeprefix("Review: ")
+            assert any(review.startswith(opening) for opening in held_out_openings)
+    assert not any(e.prompt.removeprefix("Review: ").startswith(("Honestly", "My friends", "In short", "I would"))
+                   for e in sentiment.splits["train"])  # fmt: skip
+
+
+def test_a_batch_grades_only_the_completion_and_its_end():
+    examples = [Example("", "", [5, 6, 7], [8, 9]), Example("", "", [1], [2])]
+    inputs, targets = make_batch(examples)
+    assert inputs.tolist() == [[5, 6, 7, 8, 9], [1, 2, END_OF_TEXT, END_OF_TEXT, END_OF_TEXT]]
+    assert targets.tolist() == [
+        [IGNORE_INDEX, IGNORE_INDEX, 8, 9, END_OF_TEXT],
+        [2, END_OF_TEXT, IGNORE_INDEX, IGNORE_INDEX, IGNORE_INDEX],
+    ]
+
+
+def test_label_likelihoods_match_a_hand_computation():
+    model = tiny_gpt().eval()
+    examples = [Example("", "", encode("Review: it was fine.\nSentiment:"), []), Example("", "", [11, 12], [])]
+    labels = [" positive", " not bad at all"]  # one single-token and one multi-token label
+    scores = label_log_likelihoods(model, examples, labels, batch_size=1)
+    for i, example in enumerate(examples):
+        for k, label in enumerate(labels):
+            tokens = encode(label)
+            with torch.no_grad():
+                log_probs = torch.log_softmax(model(torch.tensor([example.prompt_tokens + tokens]))[0][0], dim=-1)
+            expected = sum(log_probs[len(example.prompt_tokens) - 1 + j, t] for j, t in enumerate(tokens))
+            assert scores[i, k].item() == pytest.approx(expected.item(), abs=1e-4)
+
+
+def test_greedy_answers_stop_at_the_end_token_and_match_generate():
+    model = tiny_gpt().eval()
+    examples = [Example("", "", [3, 4, 5], []), Example("", "", [9, 10], []), Example("", "", [7, 8, 6], [])]
+    answers = greedy_answers(model, examples, max_new_tokens=4, batch_size=2)
+    for example, answer in zip(examples, answers):
+        tokens = model.generate(torch.tensor([example.prompt_tokens]), 4)[0, len(example.prompt_tokens) :].tolist()
+        tokens = tokens[: tokens.index(END_OF_TEXT)] if END_OF_TEXT in tokens else tokens
+        assert answer == decode(tokens)
+
+
+def test_count_correct_uses_the_task_scoring_and_keeps_training_mode(tmp_path):
+    task = load_task("sentiment")
+    model = tiny_gpt().train()
+    examples = task.splits["test"][:20]
+    predicted = label_log_likelihoods(model, examples, task.labels).argmax(1)
+    expected = sum(task.labels[k] == e.completion for k, e in zip(predicted.tolist(), examples))
+    assert count_correct(model, task, examples) == expected and model.training
+
+
+def write(path, lines):
+    path.write_text("".join(json.dumps(line) + "\n" if not isinstance(line, str) else line + "\n" for line in lines))
+    return path
+
+
+def test_own_data_from_one_file_is_split_80_10_10(tmp_path):
+    lines = [{"prompt": f"Q{i}:", "completion": f" a{i}"} for i in range(50)]
+    task = load_task(write(tmp_path / "mine.jsonl", lines))
+    sizes = {split: len(examples) for split, examples in task.splits.items()}
+    assert sizes == {"train": 40, "validation": 5, "test": 5} and task.labels is None and task.name == "mine"
+    seen = [e.prompt for split in task.splits.values() for e in split]
+    assert sorted(seen) == sorted(line["prompt"] for line in lines)  # nothing lost, nothing twice
+
+
+def test_a_folder_without_validation_sets_a_tenth_of_train_aside(tmp_path):
+    folder = tmp_path / "task"
+    folder.mkdir()
+    write(folder / "train.jsonl", [{"prompt": f"x{i}", "completion": " yes" if i % 2 else " no"} for i in range(30)])
+    write(folder / "test.jsonl", [{"prompt": "y", "completion": " yes"}])
+    task = load_task(folder)
+    assert (len(task.splits["train"]), len(task.splits["validation"])) == (27, 3)
+    assert task.labels == [" no", " yes"]
+
+
+@pytest.mark.parametrize(
+    "lines, message",
+    [
+        (['{"prompt": "a", "completion": " b"}', "not json"], "line 2: not valid JSON"),
+        (['{"prompt": "a"}'], 'line 1: expected {"prompt": "...", "completion": "..."}'),
+        (['{"prompt": "a", "completion": ""}'], "line 1: the completion is empty"),
+        (["[1, 2]"], "line 1: expected"),
+        ([], "holds no examples"),
+    ],
+)
+def test_malformed_lines_name_the_file_and_line(tmp_path, lines, message):
+    path = write(tmp_path / "bad.jsonl", lines)
+    with pytest.raises(LoraxsError, match=message) as error:
+        read_jsonl(path)
+    assert str(path) in str(error.value)
+
+
+def test_an_example_longer_than_the_context_names_its_line(tmp_path):
+    lines = [{"prompt": "short", "completion": " x"}] * 3 + [{"prompt": "word " * 200, "completion": " x"}]
+    folder = tmp_path / "long"
+    folder.mkdir()
+    write(folder / "train.jsonl", lines[:3])
+    write(folder / "validation.jsonl", lines[:3])
+    write(folder / "test.jsonl", lines)
+    with pytest.raises(LoraxsError, match=r"test.jsonl, line 4: this example has 202 tokens, more than .* 128"):
+        check_fits(load_task(folder), 128)
