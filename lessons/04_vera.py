@@ -1,6 +1,6 @@
 # Lesson 04: VeRA, one frozen random pair for the whole model, and two trained vectors per layer.
 #
-#     python lessons/04_vera.py            about 5 seconds
+#     python lessons/04_vera.py            about 6 seconds on a 2-core CPU
 #     python lessons/04_vera.py --quick    for CI
 #
 # Code: loraxs_mini/adapters/vera.py.
