@@ -16,8 +16,9 @@ weights: the cost is the same as pretrained):
      method, on GPT-2 124M and on gpt2-xl's shape, and how far each method's
      top-r subspace is from a float64 SVD;
   4. inference with merged adapters against the plain model;
-  5. on CUDA: tokens per second and model FLOPs utilisation at sequence
-     length 1024 (bf16 autocast, optionally torch.compile).
+  5. on CUDA (or with --throughput): tokens per second and model FLOPs
+     utilisation of full fine-tuning and LoRA-XS, at sequence length 1024 on
+     CUDA (bf16 autocast, optionally torch.compile).
 
 The machine may be shared and its speed may drift: configurations are timed
 in interleaved rounds (one step of each, again and again, after warm-up steps
@@ -119,7 +120,8 @@ def synchronize(device):
 
 
 def autocast(device, dtype):
-    return torch.autocast("cuda", dtype=torch.bfloat16) if dtype == "bf16" else torch.autocast("cpu", enabled=False)
+    """bf16: matrix products in bfloat16, weights and optimizer state in float32 (on CUDA or, slowly, on the CPU)."""
+    return torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=dtype == "bf16")
 
 
 class Trainer:
@@ -276,21 +278,31 @@ def time_inference(args):
 # ---------------------------------------------------------------- GPU throughput
 
 
-def peak_flops(device, given):
+def peak_flops(device, dtype, given):
+    """The device's peak FLOP/s for MFU: --peak-tflops, or known GPUs' dense bf16 peak; else None."""
     if given:
         return given * 1e12
-    name = torch.cuda.get_device_name(device) if device.startswith("cuda") else ""
+    name = torch.cuda.get_device_name(device) if device.startswith("cuda") and dtype == "bf16" else ""
     for key, tflops in (("H200", 989.4), ("H100", 989.4), ("A100", 312.0)):  # dense bf16
         if key in name:
             return tflops * 1e12
     return None
 
 
-def flops_per_token(config, seq_len):
-    """nanoGPT's estimate for training: 6 N + 12 L C T (N parameters, attention over T tokens)."""
+def flops_per_token(config, seq_len, weight_gradients=True):
+    """
+    Model FLOPs of one training token, nanoGPT's estimate: 6 N + 12 L C T.
+
+    Each weight is used in one multiply-add (2 FLOPs) forward, and backward
+    twice more: once for the gradient of its input (2) and once for its own
+    gradient (2), hence 6 N. Attention has no weights: forward 4 L C T (scores
+    and weighted sum over T tokens), backward twice that, hence 12 L C T.
+    With a frozen base (LoRA, VeRA, LoRA-XS) the weight gradients are not
+    computed: 4 N + 12 L C T. The adapters' own few FLOPs are left out.
+    """
     with torch.device("meta"):
         parameters = GPT(config, verbose=False).num_parameters()
-    return 6 * parameters + 12 * config.n_layer * config.n_embd * seq_len
+    return (6 if weight_gradients else 4) * parameters + 12 * config.n_layer * config.n_embd * seq_len
 
 
 # ---------------------------------------------------------------- the report
@@ -341,6 +353,8 @@ def parse_args(argv=None):
     parser.add_argument("--no-xl", dest="xl", action="store_false", help="skip the SVD timing on gpt2-xl's shape")
     parser.add_argument("--no-memory", dest="memory", action="store_false", help="skip the peak-memory runs (faster)")
     parser.add_argument("--pretrained", default=None, help="a GPT-2 checkpoint for the SVD accuracy on real weights")
+    parser.add_argument("--throughput", action=argparse.BooleanOptionalAction, default=None,
+                        help="tokens/s and MFU of full and LoRA-XS (default: on CUDA only)")  # fmt: skip
     parser.add_argument("--peak-tflops", type=float, default=None, help="the device's peak for MFU (auto: H100/H200)")
     parser.add_argument("--out", default=None, help="also write the Markdown report to this file")
     parser.add_argument("--memory-of", default=None, help=argparse.SUPPRESS)  # internal: one config's memory
@@ -351,6 +365,7 @@ def parse_args(argv=None):
     args.batch_size = args.batch_size or (16 if cuda else 4)
     args.seq_len = args.seq_len or (1024 if cuda else 128)
     args.dtype = args.dtype or ("bf16" if cuda else "fp32")
+    args.throughput = cuda if args.throughput is None else args.throughput
     return args
 
 
@@ -402,21 +417,24 @@ def main(argv=None):
     lines += [f"| {name} | {seconds:.3f} | {seconds / plain:.3f} |" for name, seconds in inference.items()]
     report.append("\n".join(lines))
 
-    if args.device.startswith("cuda"):
-        peak = peak_flops(args.device, args.peak_tflops)
-        per_token = flops_per_token(GPTConfig.from_name(args.shape), args.seq_len)
+    if args.throughput:
+        print("throughput", flush=True)
+        peak = peak_flops(args.device, args.dtype, args.peak_tflops)
+        config = GPTConfig.from_name(args.shape)
         results = time_training(["full", "loraxs"], args, "lm")
-        compiled = ", compiled" if args.compile else ""
+        setting = f"{args.device}, {args.dtype}, batch {args.batch_size} x {args.seq_len}"
+        setting += ", compiled" if args.compile else ""
         lines = [
-            f"GPU throughput, {args.dtype}, sequence length {args.seq_len}{compiled}:",
+            f"Throughput, workload `lm`, {setting}:",
             "",
-            "| configuration | tokens/s | MFU (6N + 12LCT per token) |",
-            "|---|---:|---:|",
+            "| configuration | tokens/s | model FLOPs per token | MFU |",
+            "|---|---:|---:|---:|",
         ]
         for name, row in results.items():
             tokens = args.batch_size * args.seq_len / row["seconds"]
+            per_token = flops_per_token(config, args.seq_len, weight_gradients=name == "full")
             mfu = f"{100 * per_token * tokens / peak:.1f}%" if peak else "- (pass --peak-tflops)"
-            lines.append(f"| {name} | {tokens:,.0f} | {mfu} |")
+            lines.append(f"| {name} | {tokens:,.0f} | {per_token:,} | {mfu} |")
         lines.append(f"\nLoRA-XS / full step time: {results['loraxs']['seconds'] / results['full']['seconds']:.2f}")
         report.append("\n".join(lines))
 

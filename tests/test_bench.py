@@ -59,3 +59,20 @@ def test_both_workloads_score_the_same_positions_in_both_models():
     assert (labels[:, 1:] == targets[:, :-1]).all()
     _, all_targets, _ = bench.make_batch(2, 16, "lm", "cpu")
     assert (all_targets != -100).sum() == 2 * 15
+
+
+def test_throughput_and_mfu_follow_the_flop_count(tmp_path):
+    # The GPU section, run on the CPU with a made-up peak of 1 TFLOP/s so that MFU is printed.
+    bench.main(QUICK + ["--no-memory", "--no-reference", "--seq-len", "16", "--throughput", "--peak-tflops", "1",
+                        "--out", str(tmp_path / "bench.md")])  # fmt: skip
+    report = (tmp_path / "bench.md").read_text()
+    assert rows(report, "Throughput") == ["full", "loraxs"]
+    table = report.split("Throughput", 1)[1].split("\n\n", 2)[1].splitlines()[2:]
+    # tiny: L = 2, C = 32, N = 1,637,792 parameters (the tied embedding once); T = 16
+    N, attention = 1_637_792, 12 * 2 * 32 * 16
+    expected = {"full": 6 * N + attention, "loraxs": 4 * N + attention}  # a frozen base needs no weight gradients
+    for line in table:
+        name, tokens, per_token, mfu = (cell.strip() for cell in line.split("|")[1:5])
+        assert int(per_token.replace(",", "")) == expected[name]
+        tokens_per_second = float(tokens.replace(",", ""))
+        assert float(mfu.rstrip("%")) == pytest.approx(100 * expected[name] * tokens_per_second / 1e12, abs=0.06)
