@@ -37,6 +37,7 @@ import time
 import torch
 
 from .adapters import SVD_METHODS, add_adapters, merge_adapters, truncated_svd
+from .errors import LoraxsError, friendly_errors
 from .measure import peak_memory_bytes
 from .model import GPT, IGNORE_INDEX, PRESETS, GPTConfig
 
@@ -362,8 +363,16 @@ def parse_args(argv=None):
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     cuda = args.device.startswith("cuda")
+    if cuda and not torch.cuda.is_available():
+        raise LoraxsError(f"--device {args.device}: this PyTorch sees no CUDA GPU; use --device cpu")
     args.batch_size = args.batch_size or (16 if cuda else 4)
     args.seq_len = args.seq_len or (1024 if cuda else 128)
+    for name in ("rank", "steps", "batch_size", "seq_len"):
+        if getattr(args, name) < 1:
+            raise LoraxsError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    context = GPTConfig.from_name(args.shape).block_size
+    if args.seq_len > context:
+        raise LoraxsError(f"--seq-len {args.seq_len} is longer than {args.shape}'s context; use at most {context}")
     args.dtype = args.dtype or ("bf16" if cuda else "fp32")
     args.throughput = cuda if args.throughput is None else args.throughput
     return args
@@ -449,4 +458,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with friendly_errors():
+        sys.exit(main())

@@ -1,9 +1,12 @@
 """The benchmark runs end to end (on the tiny shape), with and without the reference libraries."""
 
 import re
+import subprocess
+import sys
 
 import pytest
 
+from conftest import ROOT
 from loraxs_mini import bench
 
 QUICK = ["--shape", "tiny", "--steps", "1", "--warmup", "1", "--no-xl", "--workload", "finetune"]
@@ -76,3 +79,18 @@ def test_throughput_and_mfu_follow_the_flop_count(tmp_path):
         assert int(per_token.replace(",", "")) == expected[name]
         tokens_per_second = float(tokens.replace(",", ""))
         assert float(mfu.rstrip("%")) == pytest.approx(100 * expected[name] * tokens_per_second / 1e12, abs=0.06)
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--shape", "tiny", "--seq-len", "1000"], "--seq-len 1000 is longer than tiny's context; use at most 128"),
+        (["--shape", "tiny", "--rank", "0"], "--rank must be at least 1, got 0"),
+        (["--shape", "tiny", "--rank", "40"], "LoRA-XS rank 40 is too large for a 96 x 32 layer"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_status_1(arguments, message):
+    result = subprocess.run([sys.executable, "-m", "loraxs_mini.bench", *arguments, "--no-reference"],
+                            capture_output=True, text=True, cwd=ROOT)  # fmt: skip
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: ") and message in result.stderr
