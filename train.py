@@ -35,6 +35,7 @@ from loraxs_mini.finetune import (
     TrainingConfig,
     accuracy,
     finetune,
+    pick_device,
     world,
 )
 from loraxs_mini.measure import peak_memory_bytes
@@ -87,18 +88,6 @@ def check_numbers(args):
             raise LoraxsError(f"{name} must be positive, got {value}")
     if not 0 <= args.dropout < 1:
         raise LoraxsError(f"--dropout must be in [0, 1), got {args.dropout}")
-
-
-def pick_device(name):
-    if name != "auto":
-        if name.startswith("cuda") and not torch.cuda.is_available():
-            raise LoraxsError(f"--device {name}: this PyTorch sees no CUDA GPU; use --device cpu")
-        return name
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
 
 
 def start_distributed(device):

@@ -36,8 +36,9 @@ import time
 
 import torch
 
-from .adapters import SVD_METHODS, add_adapters, merge_adapters, truncated_svd
+from .adapters import SVD_METHODS, add_adapters, find_targets, merge_adapters, truncated_svd
 from .errors import LoraxsError, friendly_errors
+from .finetune import pick_device
 from .measure import peak_memory_bytes
 from .model import GPT, IGNORE_INDEX, PRESETS, GPTConfig
 
@@ -246,7 +247,7 @@ def subspace_errors(matrices, rank):
 
 
 def adapted_matrices(model):
-    return [m.weight for name, m in model.named_modules() if name.endswith(("c_attn", "c_proj", "c_fc"))]
+    return [layer.weight for layer in find_targets(model).values()]  # the four linear layers of every block
 
 
 # ---------------------------------------------------------------- merged inference
@@ -360,11 +361,10 @@ def parse_args(argv=None):
     parser.add_argument("--out", default=None, help="also write the Markdown report to this file")
     parser.add_argument("--memory-of", default=None, help=argparse.SUPPRESS)  # internal: one config's memory
     args = parser.parse_args(argv)
-    if args.device == "auto":
+    if args.device == "auto":  # CUDA or the CPU: the timings synchronize CUDA only
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    args.device = pick_device(args.device)  # a named device that is not there is refused, as in train.py
     cuda = args.device.startswith("cuda")
-    if cuda and not torch.cuda.is_available():
-        raise LoraxsError(f"--device {args.device}: this PyTorch sees no CUDA GPU; use --device cpu")
     args.batch_size = args.batch_size or (16 if cuda else 4)
     args.seq_len = args.seq_len or (1024 if cuda else 128)
     for name in ("rank", "steps", "batch_size", "seq_len"):

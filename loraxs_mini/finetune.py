@@ -30,7 +30,7 @@ from .errors import LoraxsError
 from .evaluate import count_correct
 from .model import IGNORE_INDEX
 
-# Defaults chosen on the validation splits of both toy tasks, never on test (README.md, "Choosing the defaults").
+# Defaults chosen on the validation splits of both toy tasks, never on test (README.md, "How the defaults were chosen").
 # Adapters with fewer trainable numbers need larger steps: each number must move further.
 DEFAULT_LEARNING_RATES = {"full": 3e-5, "lora": 1e-3, "vera": 1e-2, "loraxs": 1e-2}
 DEFAULT_STEPS = 150
@@ -52,6 +52,19 @@ def world():
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
+
+
+def pick_device(name):
+    """--device: 'auto' takes CUDA, then Apple's MPS, then the CPU; a CUDA device that is not there is refused."""
+    if name != "auto":
+        if name.startswith("cuda") and not torch.cuda.is_available():
+            raise LoraxsError(f"--device {name}: this PyTorch sees no CUDA GPU; use --device cpu")
+        return name
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
 
 
 def autocast(device):
