@@ -121,16 +121,17 @@ def run_name(task_name, method, rank):
 def run_method(method, args, task, device, say):
     """Train one method from a fresh base model; returns its results dict."""
     started = time.perf_counter()
+    say(f"\n== {run_name(task.name, method, args.rank)}")
     torch.manual_seed(args.seed)
     model = load_base_model(args.init_from, verbose=False).to(device)
     check_fits(task, model.config.block_size)
     targets = args.targets.split(",") if args.targets else None
-    add_adapters(model, method, args.rank, targets, args.alpha, args.dropout, args.seed, args.svd)
+    recipe = dict(targets=targets, alpha=args.alpha, dropout=args.dropout, seed=args.seed, svd=args.svd)
+    add_adapters(model, method, args.rank, **recipe, progress=world()[0] == 0)
     trainable, base = parameter_counts(model)
-    say(f"\n== {run_name(task.name, method, args.rank)}")
     say(f"{trainable:,} trainable parameters: {100 * trainable / base:.4g}% of the {base:,} in {model.config.name}")
 
-    zero_shot = {split: accuracy(model, task, split, device) for split in ("validation", "test")}
+    zero_shot = {split: accuracy(model, task, split, device, progress=True) for split in ("validation", "test")}
     say(f"zero-shot accuracy: validation {zero_shot['validation']:.3f}, test {zero_shot['test']:.3f}")
 
     steps = args.steps or DEFAULT_STEPS
@@ -152,7 +153,7 @@ def run_method(method, args, task, device, say):
         if args.compile:
             trained = torch.compile(trained)
         training = finetune(trained, task, config, device)
-    final = {split: accuracy(model, task, split, device) for split in ("validation", "test")}
+    final = {split: accuracy(model, task, split, device, progress=True) for split in ("validation", "test")}
 
     adapter_file, adapter_bytes = None, 0
     if method != "none" and not args.no_save and world()[0] == 0:

@@ -17,6 +17,7 @@ from collections import defaultdict
 
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from .tokenizer import END_OF_TEXT, decode, encode
 
@@ -27,7 +28,7 @@ def batches(items, size):
 
 
 @torch.no_grad()
-def label_log_likelihoods(model, examples, labels, batch_size=32):
+def label_log_likelihoods(model, examples, labels, batch_size=32, progress=False):
     """
     (N, L) tensor: log p(label | prompt) for each example and label.
 
@@ -44,7 +45,8 @@ def label_log_likelihoods(model, examples, labels, batch_size=32):
 
     scores = torch.zeros(len(examples), len(labels))
     device = next(model.parameters()).device
-    for chunk in batches(list(readers), batch_size):
+    chunks = list(batches(list(readers), batch_size))
+    for chunk in tqdm(chunks, desc="scoring", disable=not progress, leave=False, dynamic_ncols=True):
         inputs = torch.full((len(chunk), max(map(len, chunk))), END_OF_TEXT, dtype=torch.long)
         for row, sequence in enumerate(chunk):
             inputs[row, : len(sequence)] = torch.tensor(sequence)
@@ -61,34 +63,34 @@ def label_log_likelihoods(model, examples, labels, batch_size=32):
 
 
 @torch.no_grad()
-def greedy_answers(model, examples, max_new_tokens, batch_size=32):
+def greedy_answers(model, examples, max_new_tokens, batch_size=32, progress=False):
     """The greedy completion of each prompt, up to <|endoftext|> (as text)."""
     device = next(model.parameters()).device
     by_length = defaultdict(list)  # prompts of equal length batch without padding
     for i, example in enumerate(examples):
         by_length[len(example.prompt_tokens)].append(i)
+    chunks = [chunk for indices in by_length.values() for chunk in batches(indices, batch_size)]
     answers = [None] * len(examples)
-    for indices in by_length.values():
-        for chunk in batches(indices, batch_size):
-            prompts = torch.tensor([examples[i].prompt_tokens for i in chunk], device=device)
-            generated = model.generate(prompts, max_new_tokens, stop_token=END_OF_TEXT)[:, prompts.shape[1] :]
-            for i, tokens in zip(chunk, generated.tolist()):
-                answers[i] = decode(tokens[: tokens.index(END_OF_TEXT)] if END_OF_TEXT in tokens else tokens)
+    for chunk in tqdm(chunks, desc="generating", disable=not progress, leave=False, dynamic_ncols=True):
+        prompts = torch.tensor([examples[i].prompt_tokens for i in chunk], device=device)
+        generated = model.generate(prompts, max_new_tokens, stop_token=END_OF_TEXT)[:, prompts.shape[1] :]
+        for i, tokens in zip(chunk, generated.tolist()):
+            answers[i] = decode(tokens[: tokens.index(END_OF_TEXT)] if END_OF_TEXT in tokens else tokens)
     return answers
 
 
-def count_correct(model, task, examples, batch_size=32):
-    """How many of `examples` the model gets right, scored the task's way."""
+def count_correct(model, task, examples, batch_size=32, progress=False):
+    """How many of `examples` the model gets right, scored the task's way (`progress`: show a bar)."""
     if not examples:
         return 0
     was_training = model.training
     model.eval()
     try:
         if task.labels:
-            predicted = label_log_likelihoods(model, examples, task.labels, batch_size).argmax(dim=1)
+            predicted = label_log_likelihoods(model, examples, task.labels, batch_size, progress).argmax(dim=1)
             return sum(task.labels[k] == example.completion for k, example in zip(predicted.tolist(), examples))
         longest = max(len(example.completion_tokens) for example in task.splits["train"])
-        answers = greedy_answers(model, examples, max_new_tokens=longest + 2, batch_size=batch_size)
+        answers = greedy_answers(model, examples, max_new_tokens=longest + 2, batch_size=batch_size, progress=progress)
         return sum(answer == example.completion for answer, example in zip(answers, examples))
     finally:
         model.train(was_training)

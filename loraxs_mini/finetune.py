@@ -139,13 +139,14 @@ def finetune(model, task, config, device="cpu", progress=True):
     return {"losses": losses, "tokens": tokens, "seconds": seconds, "tokens_per_second": tokens / seconds}
 
 
-def accuracy(model, task, split, device="cpu", batch_size=32):
+def accuracy(model, task, split, device="cpu", batch_size=32, progress=False):
     """Share of the split the model gets right; under torchrun each process scores its slice."""
     rank, world_size = world()
     model = getattr(model, "module", model)  # the model inside a DDP wrapper
     examples = task.splits[split]
     with autocast(device):
-        correct = torch.tensor(float(count_correct(model, task, examples[rank::world_size], batch_size)))
+        mine = examples[rank::world_size]
+        correct = torch.tensor(float(count_correct(model, task, mine, batch_size, progress and rank == 0)))
     if world_size > 1:
         correct = correct.to(device)
         dist.all_reduce(correct)

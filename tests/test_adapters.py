@@ -307,6 +307,17 @@ def test_adding_adapters_twice_is_refused():
         add_adapters(model, "loraxs", rank=2)
 
 
+def test_a_progress_bar_counts_the_layers_and_changes_nothing(capsys):
+    quiet = add_adapters(tiny_gpt(), "loraxs", rank=4)
+    assert capsys.readouterr().err == ""
+    shown = add_adapters(tiny_gpt(), "loraxs", rank=4, progress=True)
+    bar = capsys.readouterr().err
+    assert "adding loraxs:   0%" in bar and "0/8" in bar  # tiny_gpt: 2 blocks x 4 linear layers
+    for name, layer in adapted_layers(quiet).items():
+        other = adapted_layers(shown)[name]
+        assert torch.equal(layer.A, other.A) and torch.equal(layer.B, other.B) and torch.equal(layer.R, other.R)
+
+
 # ---------------------------------------------------------------- saving and loading
 
 

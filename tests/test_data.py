@@ -90,6 +90,19 @@ def test_count_correct_uses_the_task_scoring_and_keeps_training_mode(tmp_path):
     assert count_correct(model, task, examples) == expected and model.training
 
 
+@pytest.mark.parametrize("name", ["sentiment", "plural"])
+def test_a_progress_bar_shows_while_scoring_and_changes_nothing(name, capsys):
+    task = load_task(name)
+    model = tiny_gpt().eval()
+    examples = task.splits["validation"][:12]
+    quiet = count_correct(model, task, examples, batch_size=4)
+    assert capsys.readouterr().err == ""
+    assert count_correct(model, task, examples, batch_size=4, progress=True) == quiet
+    label = "scoring" if task.labels else "generating"
+    bar = capsys.readouterr().err
+    assert f"{label}:   0%" in bar and "0/3" in bar  # 12 examples in batches of 4
+
+
 def write(path, lines):
     path.write_text("".join(json.dumps(line) + "\n" if not isinstance(line, str) else line + "\n" for line in lines))
     return path

@@ -18,6 +18,7 @@ import fnmatch
 
 import torch
 import torch.nn as nn
+from tqdm import tqdm
 
 from ..errors import LoraxsError
 from .base import AdaptedLinear, check_rank
@@ -61,10 +62,11 @@ def find_targets(model, patterns=DEFAULT_TARGETS):
     return {name: module for name, module in linears.items() if name in chosen}  # in the model's order
 
 
-def add_adapters(model, method, rank=8, targets=None, alpha=None, dropout=0.0, seed=0, svd="gram"):
+def add_adapters(model, method, rank=8, targets=None, alpha=None, dropout=0.0, seed=0, svd="gram", progress=False):
     """
     Wrap the target layers of `model` with `method`'s adapter and freeze the rest.
-    Returns the same model (changed in place).
+    Returns the same model (changed in place). `progress` shows a bar over the
+    layers: LoRA-XS computes an SVD for each (seconds for GPT-2, minutes for gpt2-xl on a CPU).
     """
     if method not in METHODS:
         raise LoraxsError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
@@ -95,7 +97,8 @@ def add_adapters(model, method, rank=8, targets=None, alpha=None, dropout=0.0, s
         max_in = max(layer.in_features for layer in layers.values())
         max_out = max(layer.out_features for layer in layers.values())
         projections = VeRAProjections(rank, max_in, max_out, seed, like=first.weight)
-    for name, layer in layers.items():
+    bar = tqdm(layers.items(), desc=f"adding {method}", disable=not progress, leave=False, dynamic_ncols=True)
+    for name, layer in bar:
         if method == "lora":
             adapter = LoRALinear(layer, rank, alpha, dropout, generator)
         elif method == "vera":
