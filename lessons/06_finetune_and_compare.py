@@ -79,9 +79,9 @@ for method in ("full", "lora", "vera", "loraxs"):
     torch.manual_seed(0)
     model = add_adapters(load_base_model(MODEL, verbose=False), method, rank=RANK)
     trainable, base = parameter_counts(model)
-    finetune(model, task, TrainingConfig(steps=STEPS, learning_rate=DEFAULT_LEARNING_RATES[method]), progress=False)
-    rows.append((method, trainable, trainable / base, accuracy(model, task, "test")))
     print(f"{method}: {trainable:,} trainable parameters")
+    finetune(model, task, TrainingConfig(steps=STEPS, learning_rate=DEFAULT_LEARNING_RATES[method]))
+    rows.append((method, trainable, trainable / base, accuracy(model, task, "test", progress=True)))
 print(f"\n{'method':8s} {'trainable':>12s} {'share':>9s} {'test acc.':>9s}")
 for method, trainable, share, test_accuracy in rows:
     print(f"{method:8s} {trainable:>12,} {100 * share:>8.4f}% {test_accuracy:>9.3f}")
