@@ -126,8 +126,9 @@ def run_method(method, args, task, device, say):
     model = load_base_model(args.init_from, verbose=False).to(device)
     check_fits(task, model.config.block_size)
     targets = args.targets.split(",") if args.targets else None
-    recipe = dict(targets=targets, alpha=args.alpha, dropout=args.dropout, seed=args.seed, svd=args.svd)
-    add_adapters(model, method, args.rank, **recipe, progress=world()[0] == 0)
+    add_adapters(
+        model, method, args.rank, targets, args.alpha, args.dropout, args.seed, args.svd, progress=world()[0] == 0
+    )
     trainable, base = parameter_counts(model)
     say(f"{trainable:,} trainable parameters: {100 * trainable / base:.4g}% of the {base:,} in {model.config.name}")
 
