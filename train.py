@@ -3,6 +3,7 @@ Fine-tune GPT-2 on a toy task with one method, or compare several.
 
     python train.py --method loraxs --rank 8                 # LoRA-XS on the sentiment task
     python train.py --method all --task plural               # none, full, LoRA, VeRA, LoRA-XS, one table
+    python train.py --method all --rank lora=8,vera=256      # each method's rank (default: its authors')
     python train.py --init-from ../shared/pretrained-small-gpt2 --method lora,loraxs
     torchrun --nproc_per_node 2 train.py --method loraxs     # data parallel
 
@@ -24,7 +25,16 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from loraxs_mini.adapters import ADAPTER_METHODS, METHODS, SVD_METHODS, add_adapters, parameter_counts, save_adapters
+from loraxs_mini.adapters import (
+    ADAPTER_METHODS,
+    DEFAULT_RANK,
+    METHODS,
+    SVD_METHODS,
+    AdapterConfig,
+    add_adapters,
+    parameter_counts,
+    save_adapters,
+)
 from loraxs_mini.data import check_fits, load_task
 from loraxs_mini.errors import LoraxsError, friendly_errors
 from loraxs_mini.files import atomic_write
@@ -45,9 +55,18 @@ from loraxs_mini.pretrained import load_base_model
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description="Fine-tune GPT-2 with LoRA, VeRA, LoRA-XS or fully; compare them.")
     parser.add_argument("--method", default="loraxs", help=f"one of {', '.join(METHODS)}, a comma list, or 'all'")
-    parser.add_argument("--rank", type=int, default=8, help="adapter rank r (default 8)")
-    parser.add_argument("--alpha", type=float, default=None, help="LoRA / LoRA-XS scale alpha, update x alpha/r (8)")
-    parser.add_argument("--targets", default=None, help="comma list of layers to adapt (default: all four per block)")
+    defaults = ", ".join(f"{method} {rank}" for method, rank in DEFAULT_RANK.items())
+    parser.add_argument(
+        "--rank", default=None, help=f"adapter rank r, for every method (8) or each (lora=8,vera=256); {defaults}"
+    )
+    parser.add_argument(
+        "--alpha", default=None, help="LoRA / LoRA-XS scale, update x alpha/r, for both or each (lora=16); "
+        "default: LoRA 8, LoRA-XS alpha = r",
+    )  # fmt: skip
+    parser.add_argument(
+        "--targets", default=None, help="comma list of layers to adapt (default: every linear layer; LoRA-XS "
+        "takes the q, k, v thirds of attn.c_attn separately)",
+    )  # fmt: skip
     parser.add_argument("--dropout", type=float, default=0.0, help="dropout on the adapter input (default 0)")
     parser.add_argument("--svd", choices=SVD_METHODS, default="gram", help="how LoRA-XS computes its SVD (gram)")
     parser.add_argument("--task", default="sentiment", help="a task in data/ (sentiment, plural)")
@@ -68,6 +87,9 @@ def parse_args(argv=None):
     parser.add_argument("--compile", action="store_true", help="torch.compile the model for training")
     parser.add_argument("--out", default="out", help="results folder (default out/)")
     parser.add_argument("--no-save", action="store_true", help="do not write adapter files")
+    parser.add_argument(
+        "--save-frozen", action="store_true", help="store the frozen tensors in adapter files too (exact anywhere)"
+    )
     return parser.parse_args(argv)
 
 
@@ -80,14 +102,39 @@ def chosen_methods(text):
 
 
 def check_numbers(args):
-    for name, value, lowest in (("--rank", args.rank, 1), ("--batch-size", args.batch_size, 1)):
-        if value < lowest:
-            raise LoraxsError(f"{name} must be at least {lowest}, got {value}")
+    if args.batch_size < 1:
+        raise LoraxsError(f"--batch-size must be at least 1, got {args.batch_size}")
     for name, value in (("--steps", args.steps), ("--epochs", args.epochs), ("--lr", args.lr)):
         if value is not None and not value > 0:
             raise LoraxsError(f"{name} must be positive, got {value}")
-    if not 0 <= args.dropout < 1:
-        raise LoraxsError(f"--dropout must be in [0, 1), got {args.dropout}")
+
+
+def per_method(text, flag, kind, methods):
+    """'8' -> the same value for each of `methods`; 'lora=8,vera=256' -> one value for each method named."""
+    if text is None:
+        return {}
+    pairs = [item.partition("=") for item in text.split(",")] if "=" in text else [(m, "=", text) for m in methods]
+    values = {}
+    for method, _, value in pairs:
+        if method.strip() not in methods:
+            raise LoraxsError(f"{flag} {text}: {method.strip()!r} is not one of {', '.join(methods)}")
+        try:
+            values[method.strip()] = kind(value)
+        except ValueError:
+            expected = "a whole number" if kind is int else "a number"
+            raise LoraxsError(f"{flag} {text}: {value!r} is not {expected}") from None
+    return values
+
+
+def adapter_configs(args, methods):
+    """One AdapterConfig per method, from the flags: every setting is checked here, before anything is loaded."""
+    ranks = per_method(args.rank, "--rank", int, ADAPTER_METHODS)
+    alphas = per_method(args.alpha, "--alpha", float, ("lora", "loraxs"))  # VeRA has no alpha
+    targets = args.targets.split(",") if args.targets else None
+    return {
+        method: AdapterConfig(method, ranks.get(method), alphas.get(method), targets, args.dropout, args.seed, args.svd)
+        for method in methods
+    }
 
 
 def start_distributed(device):
@@ -113,22 +160,22 @@ def human_seconds(seconds):
     return f"{seconds:.1f}s" if seconds < 60 else f"{int(seconds // 60)}m{seconds % 60:04.1f}s"
 
 
-def run_name(task_name, method, rank):
+def run_name(task_name, adapter):
     """sentiment-loraxs-r8, or sentiment-full: what names a run's files."""
-    return f"{task_name}-{method}" + (f"-r{rank}" if method in ADAPTER_METHODS else "")
+    return f"{task_name}-{adapter.method}" + (f"-r{adapter.rank}" if adapter.rank else "")
 
 
-def run_method(method, args, task, device, say):
+def run_method(adapter, args, task, device, say):
     """Train one method from a fresh base model; returns its results dict."""
+    method = adapter.method
     started = time.perf_counter()
-    say(f"\n== {run_name(task.name, method, args.rank)}")
+    say(f"\n== {run_name(task.name, adapter)}")
     torch.manual_seed(args.seed)
     model = load_base_model(args.init_from, verbose=False).to(device)
     check_fits(task, model.config.block_size)
-    targets = args.targets.split(",") if args.targets else None
-    add_adapters(
-        model, method, args.rank, targets, args.alpha, args.dropout, args.seed, args.svd, progress=world()[0] == 0
-    )
+    add_adapters(model, adapter, progress=world()[0] == 0)
+    if adapter.rank:
+        say(str(adapter))
     trainable, base = parameter_counts(model)
     say(f"{trainable:,} trainable parameters: {100 * trainable / base:.4g}% of the {base:,} in {model.config.name}")
 
@@ -158,15 +205,14 @@ def run_method(method, args, task, device, say):
 
     adapter_file, adapter_bytes = None, 0
     if method != "none" and not args.no_save and world()[0] == 0:
-        adapter_file = Path(args.out) / f"{run_name(task.name, method, args.rank)}.safetensors"
-        adapter_bytes = save_adapters(model, adapter_file)
+        adapter_file = Path(args.out) / f"{run_name(task.name, adapter)}.safetensors"
+        adapter_bytes = save_adapters(model, adapter_file, frozen=args.save_frozen)
     losses = training["losses"]
     return {
         "task": task.name,
         "method": method,
-        "rank": args.rank,
-        "alpha": model.adapter_config["alpha"],
-        "targets": model.adapter_config["targets"],
+        "rank": adapter.rank,
+        "adapter_config": adapter.to_dict(),
         "init_from": args.init_from,
         "base_model": model.config.name,
         "steps": steps if method != "none" else 0,
@@ -256,27 +302,27 @@ def plot_comparison(results, path):
 def main(argv=None):
     args = parse_args(argv)
     check_numbers(args)
-    methods = chosen_methods(args.method)
+    adapters = adapter_configs(args, chosen_methods(args.method))
     device = start_distributed(pick_device(args.device))
-    rank, world_size = world()
+    process, world_size = world()  # this process's number under torchrun (0 alone), and how many there are
     if args.batch_size < world_size:
         raise LoraxsError(f"--batch-size {args.batch_size} is smaller than the {world_size} processes; raise it")
 
     def say(message):
-        if rank == 0:
+        if process == 0:
             print(message, flush=True)
 
     task = load_task(args.data or args.task)
     say(task.describe())
     results = []
-    for method in methods:
-        result = run_method(method, args, task, device, say)
+    for adapter in adapters.values():
+        result = run_method(adapter, args, task, device, say)
         results.append(result)
-        if rank == 0:
-            with atomic_write(Path(args.out) / f"{run_name(task.name, method, args.rank)}.json", "w") as file:
+        if process == 0:
+            with atomic_write(Path(args.out) / f"{run_name(task.name, adapter)}.json", "w") as file:
                 json.dump(result, file, indent=2)
         say(summary_line(result))
-    if len(results) > 1 and rank == 0:
+    if len(results) > 1 and process == 0:
         table = comparison_table(results)
         print("\n" + table)
         base = Path(args.out) / f"comparison-{task.name}"

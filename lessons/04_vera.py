@@ -26,8 +26,8 @@ QUICK = "--quick" in sys.argv
 # of each of the r directions to use, b rescales each output.
 with torch.device("meta"):
     gpt2 = GPT(GPTConfig.from_name("gpt2"), verbose=False)
-add_adapters(gpt2, "vera", rank=8)
-print("GPT-2 with VeRA r=8:", describe_parameters(gpt2))
+add_adapters(gpt2, "vera")  # VeRA's default rank, 256 (PEFT's default): see cell 5 for why r can be large
+print("GPT-2 with VeRA r=256:", describe_parameters(gpt2))
 
 # %% 2. One pair, sliced for every shape
 #
@@ -44,10 +44,11 @@ for name, layer in list(layers.items())[:4]:
     print(f"  {name}: uses A {tuple(A.shape)}, B {tuple(B.shape)}; trains {trained}")
 print("every layer holds the very same pair:", all(layer.projections is first.projections for layer in layers.values()))
 
-# %% 3. Never saved: rebuilt from a seed
+# %% 3. Rebuilt from a seed
 #
 # A and B come from a seeded generator (A first, then B, uniform in ±sqrt(6 / fan_in)), so an
-# adapter file only needs the seed. Build the model again with the same seed: the same pair.
+# adapter file needs only the seed (and a checksum, to catch a torch that draws differently;
+# save_adapters(..., frozen=True) stores the pair itself). The same seed gives the same pair.
 again = add_adapters(GPT(model.config, verbose=False), "vera", rank=4, seed=1234)
 same = next(iter(adapted_layers(again).values())).projections
 print("same seed, same A and B:", torch.equal(same.A, first.projections.A) and torch.equal(same.B, first.projections.B))

@@ -13,7 +13,13 @@ import time
 import torch
 
 from loraxs_mini import GPT, GPTConfig
-from loraxs_mini.adapters import LoRAXSLinear, add_adapters, describe_parameters, truncated_svd
+from loraxs_mini.adapters import (
+    EVERY_LINEAR_SPLIT_QKV,
+    LoRAXSLinear,
+    add_adapters,
+    describe_parameters,
+    truncated_svd,
+)
 from loraxs_mini.errors import friendly_errors
 
 QUICK = "--quick" in sys.argv
@@ -50,7 +56,8 @@ for r in (1, 8, 32):
 # %% 2. Eckart-Young: truncating the SVD is the best you can do
 #
 # Among all matrices of rank r, W_r = U_r Σ_r V_rᵀ is the closest to W, and its error is
-# exactly the singular values it drops:  |W - W_r|_F² = Σ_{i > r} σ_i².
+# exactly the singular values it drops:  |W - W_r|_F² = Σ_{i > r} σ_i². It is the only closest
+# one when σ_r > σ_{r+1}; if the two are equal, any mix of u_r and u_{r+1} does as well.
 r = 8
 U_r, S_r, Vh_r = truncated_svd(W, r)
 W_r = U_r @ torch.diag(S_r) @ Vh_r
@@ -60,8 +67,9 @@ print(f"|W - W_8|² = {(W - W_r).square().sum():.4f}   Σ dropped σ² = {S[r:].
 #
 #     y = W x + (alpha / r) B R A x
 #
-# With R = I and alpha = r, B R A is exactly W_r: the adapter starts from "the most important
-# part of W" and learns how to re-mix those r directions.
+# With R = I and alpha = r, B R A would be exactly W_r. That is not where training starts (R
+# starts near 0, cell 6, so ΔW ≈ 0): it is the subspace the update is confined to. LoRA-XS
+# learns how to re-mix the r directions in which W itself acts most strongly.
 layer = torch.nn.Linear(W.shape[1], W.shape[0])
 with torch.no_grad():
     layer.weight.copy_(W)
@@ -73,10 +81,13 @@ print(f"trained: R {tuple(loraxs.R.shape)} = {loraxs.R.numel()} numbers")
 print(f"frozen:  B {tuple(loraxs.B.shape)}, A {tuple(loraxs.A.shape)}")
 
 # %% 4. r² parameters per layer, whatever the width
+#
+# Both on the same six matrices per block: q, k, v (cell 8), attn.c_proj, mlp.c_fc, mlp.c_proj.
 for name in ("gpt2", "gpt2-xl"):
     for method in ("lora", "loraxs"):
         with torch.device("meta"):
-            m = add_adapters(GPT(GPTConfig.from_name(name), verbose=False), method, rank=8)
+            m = GPT(GPTConfig.from_name(name), verbose=False)
+        add_adapters(m, method, rank=8, targets=EVERY_LINEAR_SPLIT_QKV)
         print(f"{name:8s} {method:7s} r=8: {describe_parameters(m)}")
 
 # %% 5. Where every update lives
@@ -106,15 +117,31 @@ print(f"largest |ΔW x| / bound: {(fresh.update(x).norm(dim=1) / bound).max():.2
 # gram:       eigh(WᵀW) = V Σ² Vᵀ gives V_r and σ², then U_r = W V_r / σ. Squaring costs
 #             precision only in the small σ that LoRA-XS drops: the default.
 # randomized: multiply W by 2r random vectors, sharpen them by power iterations, solve a small
-#             SVD. Fastest, but it needs σ_r to stand well above σ_2r, and pretrained spectra
-#             decay slowly: watch the angle to the exact subspace.
+#             SVD. Fastest; where σ_r is close to the values below it, it finds a slightly
+#             different subspace. Watch both the angle to the exact subspace and the energy
+#             |U_mᵀ W|_F² / Σ_{i<=r} σ_i² it keeps (1 = as much as the exact one).
 reference = torch.linalg.svd(W.double(), full_matrices=False)[0][:, :r].float()
 for method in ("svd", "gram", "randomized"):
     start = time.perf_counter()
     U_m, S_m, _ = truncated_svd(W, r, method)
     seconds = time.perf_counter() - start
     angle = torch.linalg.matrix_norm(U_m - reference @ (reference.T @ U_m), ord=2)  # sin(largest principal angle)
-    print(f"{method:10s} {1000 * seconds:7.1f} ms   sin(angle to the float64 U_r) = {angle:.1e}")
+    energy = (U_m.T @ W).square().sum() / S[:r].square().sum()
+    print(f"{method:10s} {1000 * seconds:7.1f} ms   sin(angle to the float64 U_r) = {angle:.1e}   energy {energy:.4f}")
+
+# %% 8. q, k and v: one SVD or three?
+#
+# GPT-2 computes queries, keys and values with one fused matrix, c_attn = [W_q; W_k; W_v]
+# (3C x C). One SVD of the stack gives one U_r for all three: how much of it lies in each
+# block of rows? If the value rows get little, a LoRA-XS update on the fused layer can barely
+# change the values. The paper's code adapts q, k and v separately, each with its own SVD and
+# R; here that is targets "attn.c_attn.q", ".k", ".v" (the default; see adapters/qkv.py).
+C = W.shape[1]
+U_fused = torch.linalg.svd(W.double(), full_matrices=False)[0][:, :r]  # 3C x r: one U_r for the stack
+mass = [U_fused[i * C : (i + 1) * C].square().sum().item() / r for i in range(3)]  # each column has norm 1
+print(f"share of the fused U_r in the rows of W_q {mass[0]:.2f}, W_k {mass[1]:.2f}, W_v {mass[2]:.2f}")
+# --quick uses a random stand-in: about a third each. On the small pretrained GPT-2 of the
+# development machines, W_v's rows got 0.005 to 0.09 of it in every block, W_q and W_k the rest.
 
 # %% Exercises (lessons/exercises/ex05_svd_and_loraxs.py; check with: python -m loraxs_mini.check 05)
 #

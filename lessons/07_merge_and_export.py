@@ -42,15 +42,19 @@ with torch.no_grad():
 
 # %% 2. Save only what was trained
 #
-# The file holds the 8 x 8 matrices R, and a recipe: method, rank, alpha, targets, seed, the base
-# model's shape and a fingerprint of its weights. B and A are not stored: they are the SVD of the
-# base weights, recomputed on loading. That is why LoRA-XS adapters are kilobytes.
+# The file holds the 8 x 8 matrices R, and as metadata the AdapterConfig (method, rank, alpha,
+# targets, seed, ...), the base model's shape, a fingerprint of its weights and a checksum of
+# each frozen B and A. B and A themselves are not stored: they are the SVD of the base weights,
+# recomputed on loading, and the checksums catch an SVD that comes out differently. That is why
+# LoRA-XS adapters are kilobytes. frozen=True stores B and A too: bigger, exact on any machine.
 path = folder / "loraxs-r8.safetensors"
 size = save_adapters(model, path)
 tensors, metadata = load_file(path)
 print(f"{path.name}: {size:,} bytes, {len(tensors)} tensors of shape {tuple(next(iter(tensors.values())).shape)}")
-for key in ("method", "rank", "alpha", "targets", "base_model"):
+for key in ("adapter_config", "base_model"):
     print(f"  {key}: {metadata[key]}")
+size_with_frozen = save_adapters(model, folder / "loraxs-r8-frozen.safetensors", frozen=True)
+print(f"with B and A stored too: {size_with_frozen:,} bytes")
 
 # %% 3. Load it into a fresh copy of the base model
 fresh = load_adapters(load_base_model(MODEL, verbose=False), path).eval()

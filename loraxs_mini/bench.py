@@ -6,9 +6,12 @@ weights: the cost is the same as pretrained):
 
   1. training-step time (forward, backward, AdamW step) for full fine-tuning,
      LoRA, VeRA and LoRA-XS at rank r, every linear layer of every block
-     adapted, side by side with transformers + PEFT when both are installed
-     (LoRA-XS's reference is PEFT LoRA with A and B frozen and an r x r matrix
-     between them, as the paper's code does it), on two workloads:
+     adapted (the fused c_attn taken whole, the one layout PEFT can express on
+     GPT-2), side by side with transformers + PEFT when both are installed.
+     LoRA-XS's stand-in there is PEFT LoRA with A and B frozen and an r x r
+     matrix between them, the layout of the paper's code; its B is left at
+     PEFT's zero instead of U_r, so it could never learn, but every step does
+     the same work. Two workloads:
         finetune  the loss covers the last quarter of each sequence (the completion),
         lm        the loss covers every token;
   2. the peak memory of each configuration, each in a fresh process;
@@ -36,13 +39,14 @@ import time
 
 import torch
 
-from .adapters import SVD_METHODS, add_adapters, find_targets, merge_adapters, truncated_svd
+from .adapters import EVERY_LINEAR, SVD_METHODS, add_adapters, find_targets, merge_adapters, truncated_svd
 from .errors import LoraxsError, friendly_errors
 from .finetune import pick_device
 from .measure import peak_memory_bytes
 from .model import GPT, IGNORE_INDEX, PRESETS, GPTConfig
 
 OURS = ("full", "lora", "vera", "loraxs")
+TARGETS = EVERY_LINEAR  # c_attn whole, as PEFT adapts it: the same matrices in both libraries
 THEIRS = ("hf-full", "peft-lora", "peft-vera", "peft-loraxs")
 
 
@@ -76,7 +80,7 @@ def build(name, shape, rank, batch, device):
     config = GPTConfig.from_name(shape)
     torch.manual_seed(0)
     if name in OURS:
-        model = add_adapters(GPT(config, verbose=False), name, rank=rank).to(device)
+        model = add_adapters(GPT(config, verbose=False), name, rank=rank, targets=TARGETS).to(device)
         return model, lambda: model(idx, targets)[1]
     import peft
     import transformers
@@ -99,7 +103,11 @@ def build(name, shape, rank, batch, device):
 
 
 def insert_loraxs_matrices(peft_model, rank):
-    """The LoRA-XS paper's implementation on PEFT LoRA: freeze A and B, train an r x r R between them."""
+    """
+    The LoRA-XS paper's layout on PEFT LoRA: freeze A and B, train an r x r R
+    between them. A timing stand-in only: B stays at PEFT's zero (the paper
+    sets it to U_r), so this model could never learn, but each step costs the same.
+    """
     import peft
 
     for module in peft_model.modules():
@@ -212,7 +220,7 @@ def setup_times(args):
             model.load_state_dict(base.state_dict())
             synchronize(args.device)
             start = time.perf_counter()
-            add_adapters(model, "loraxs", rank=args.rank, svd=method)
+            add_adapters(model, "loraxs", rank=args.rank, targets=TARGETS, svd=method)
             synchronize(args.device)
             seconds.append(time.perf_counter() - start)
             del model
@@ -247,7 +255,7 @@ def subspace_errors(matrices, rank):
 
 
 def adapted_matrices(model):
-    return [layer.weight for layer in find_targets(model).values()]  # the four linear layers of every block
+    return [layer.weight for layer in find_targets(model, TARGETS).values()]  # the four linear layers of every block
 
 
 # ---------------------------------------------------------------- merged inference
@@ -258,8 +266,9 @@ def time_inference(args):
     idx = make_batch(args.batch_size, args.seq_len, "lm", args.device)[0]
     torch.manual_seed(0)
     plain = GPT(GPTConfig.from_name(args.shape), verbose=False).to(args.device).eval()
-    adapted = add_adapters(GPT(plain.config, verbose=False), "loraxs", rank=args.rank).to(args.device).eval()
-    merged = merge_adapters(add_adapters(GPT(plain.config, verbose=False), "loraxs", rank=args.rank))
+    settings = dict(rank=args.rank, targets=TARGETS)
+    adapted = add_adapters(GPT(plain.config, verbose=False), "loraxs", **settings).to(args.device).eval()
+    merged = merge_adapters(add_adapters(GPT(plain.config, verbose=False), "loraxs", **settings))
     merged = merged.to(args.device).eval()
     models = {"plain": plain, "loraxs, not merged": adapted, "loraxs, merged": merged}
     times = {name: [] for name in models}

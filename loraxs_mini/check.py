@@ -22,7 +22,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .adapters import LoRALinear, LoRAXSLinear, VeRALinear, VeRAProjections, add_adapters, parameter_counts
+from .adapters import (
+    DEFAULT_TARGETS,
+    EVERY_LINEAR,
+    LoRALinear,
+    LoRAXSLinear,
+    VeRALinear,
+    VeRAProjections,
+    add_adapters,
+    parameter_counts,
+)
 from .data import Example, make_batch
 from .evaluate import label_log_likelihoods
 from .finetune import TrainingConfig, learning_rate_at
@@ -222,8 +231,8 @@ def check_loraxs_init(module):
 def check_loraxs_parameter_count(module):
     for name, rank, targets in (("gpt2", 8, None), ("gpt2-medium", 16, ["attn.c_attn", "mlp.c_fc"])):
         with torch.device("meta"):
-            model = add_adapters(GPT(GPTConfig.from_name(name), verbose=False), "loraxs", rank, targets)
-        per_block = len(targets) if targets else 4
+            model = add_adapters(GPT(GPTConfig.from_name(name), verbose=False), "loraxs", rank=rank, targets=targets)
+        per_block = len(targets or DEFAULT_TARGETS["loraxs"])  # q, k, v, attn.c_proj, mlp.c_fc, mlp.c_proj
         got = module.loraxs_parameter_count(model.config.n_layer, per_block, rank)
         assert got == parameter_counts(model)[0], f"{name} r={rank}: got {got}, expected {parameter_counts(model)[0]:,}"
 
@@ -296,7 +305,8 @@ def check_adapter_data_bytes(module):
     for method in ("lora", "vera", "loraxs"):
         for rank in (4, 8):
             with torch.device("meta"):
-                model = add_adapters(GPT(GPTConfig.from_name("gpt2"), verbose=False), method, rank)
+                model = GPT(GPTConfig.from_name("gpt2"), verbose=False)
+            add_adapters(model, method, rank=rank, targets=EVERY_LINEAR)  # the four layers of GPT2_SHAPES
             expected = 4 * parameter_counts(model)[0]
             got = module.adapter_data_bytes(method, rank, GPT2_SHAPES * 12)
             assert got == expected, f"{method} r={rank}: got {got:,} bytes, expected {expected:,}"

@@ -10,6 +10,7 @@ escapes is a bug in this package and keeps its traceback.
 """
 
 import sys
+import warnings
 from contextlib import contextmanager
 
 
@@ -19,7 +20,12 @@ class LoraxsError(Exception):
 
 @contextmanager
 def friendly_errors():
-    """Turn a `LoraxsError` (or Ctrl-C) into one line on stderr and exit status 1."""
+    """
+    Turn a `LoraxsError` (or Ctrl-C) into one line on stderr and exit status 1,
+    and print warnings as one line, `warning: ...`, without Python's source line.
+    """
+    format_warning = warnings.formatwarning
+    warnings.formatwarning = lambda message, *_: f"warning: {message}\n"
     try:
         yield
     except LoraxsError as error:
@@ -28,3 +34,5 @@ def friendly_errors():
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    finally:
+        warnings.formatwarning = format_warning

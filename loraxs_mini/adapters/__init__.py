@@ -6,31 +6,41 @@ LoRA, VeRA and LoRA-XS, side by side, one file each.
     vera.py     ΔW = diag(b) B diag(d) A              A, B frozen random and shared; d, b trained
     loraxs.py   ΔW = (alpha / r) B R A                B, A from the SVD of W, frozen; R (r x r) trained
     svd.py      the top-r singular triplets that LoRA-XS starts from, three ways
-    inject.py   add_adapters / merge_adapters / parameter_counts
-    saving.py   save_adapters / load_adapters: only the trained tensors, plus the recipe
+    config.py   AdapterConfig: method, rank, alpha, targets, ..., and each method's defaults
+    qkv.py      GPT-2's fused c_attn as three layers q, k, v, for adapters on each
+    inject.py   add_adapters / merge_adapters / remove_adapters / parameter_counts
+    saving.py   save_adapters / load_adapters: the trained tensors, the config, checks
 """
 
 from .base import AdaptedLinear
-from .inject import (
+from .config import (
     ADAPTER_METHODS,
+    DEFAULT_RANK,
     DEFAULT_TARGETS,
+    EVERY_LINEAR,
+    EVERY_LINEAR_SPLIT_QKV,
     METHODS,
+    AdapterConfig,
+)
+from .inject import (
     adapted_layers,
     add_adapters,
     describe_parameters,
     find_targets,
     merge_adapters,
     parameter_counts,
+    remove_adapters,
 )
 from .lora import LoRALinear
 from .loraxs import LoRAXSLinear
-from .saving import load_adapters, read_adapter_config, save_adapters
+from .qkv import SplitQKV
+from .saving import load_adapters, save_adapters
 from .svd import SVD_METHODS, truncated_svd
 from .vera import VeRALinear, VeRAProjections
 
 __all__ = [
-    "ADAPTER_METHODS", "DEFAULT_TARGETS", "METHODS", "AdaptedLinear", "LoRALinear", "LoRAXSLinear",
-    "VeRALinear", "VeRAProjections", "add_adapters", "adapted_layers", "describe_parameters", "find_targets",
-    "load_adapters", "merge_adapters", "parameter_counts", "read_adapter_config", "save_adapters", "SVD_METHODS",
-    "truncated_svd",
+    "ADAPTER_METHODS", "DEFAULT_RANK", "DEFAULT_TARGETS", "EVERY_LINEAR", "EVERY_LINEAR_SPLIT_QKV", "METHODS",
+    "AdaptedLinear", "AdapterConfig", "LoRALinear", "LoRAXSLinear", "SplitQKV", "VeRALinear", "VeRAProjections",
+    "adapted_layers", "add_adapters", "describe_parameters", "find_targets", "load_adapters", "merge_adapters",
+    "parameter_counts", "remove_adapters", "save_adapters", "SVD_METHODS", "truncated_svd",
 ]  # fmt: skip

@@ -18,23 +18,22 @@ A subclass provides two things, the two views of the same ΔW:
 `merge()` adds ΔW into W once, so inference costs exactly what the original
 layer costs; `unmerge()` takes it out again. Both are explicit: training
 mode, evaluation mode and merging are separate ideas.
+
+An adapter's own tensors are float32 whatever W's dtype. On a bfloat16 model
+a bfloat16 adapter would lose its small steps: bf16 keeps 8 significant bits,
+so 1.0 + 1e-3 rounds back to 1.0. The update is computed in float32 and cast
+to the layer's dtype when it is added (PEFT does the same by default).
 """
 
 import torch
 import torch.nn as nn
 
-from ..errors import LoraxsError
-
-
-def check_rank(rank):
-    if not isinstance(rank, int) or rank < 1:
-        raise LoraxsError(f"rank must be a positive whole number, got {rank!r}")
+ADAPTER_DTYPE = torch.float32
 
 
 class AdaptedLinear(nn.Module):
     def __init__(self, base: nn.Linear, rank: int, dropout: float = 0.0):
         super().__init__()
-        check_rank(rank)
         self.base = base.requires_grad_(False)  # W and b stay exactly as pretrained
         self.in_features, self.out_features = base.in_features, base.out_features
         self.rank = rank
@@ -45,7 +44,7 @@ class AdaptedLinear(nn.Module):
         y = self.base(x)
         if self.merged:  # ΔW already lives inside W
             return y
-        return y + self.update(self.dropout(x))
+        return y + self.update(self.dropout(x).to(ADAPTER_DTYPE)).to(y.dtype)  # float32 inside, W's dtype out
 
     def update(self, x):
         """ΔW x for x (..., in) -> (..., out), without forming ΔW."""
@@ -74,5 +73,5 @@ class AdaptedLinear(nn.Module):
 
 
 def new_parameter(tensor, like):
-    """A trainable tensor created on the CPU (for seeded generators), moved to where the base layer lives."""
-    return nn.Parameter(tensor.to(device=like.device, dtype=like.dtype))
+    """A trainable float32 tensor created on the CPU (for seeded generators), moved to the base layer's device."""
+    return nn.Parameter(tensor.to(device=like.device, dtype=ADAPTER_DTYPE))

@@ -12,25 +12,28 @@ never edited: only its modules are swapped.
     lora     A (r x in) and B (out x r)                r (in + out)
     vera     d (r) and b (out)                        r + out
     loraxs   R (r x r)                                r²
+
+Each method's default rank, alpha and target layers are in config.py.
 """
 
 import fnmatch
+import warnings
 
 import torch
 import torch.nn as nn
 from tqdm import tqdm
 
 from ..errors import LoraxsError
-from .base import AdaptedLinear, check_rank
+from .base import AdaptedLinear
+from .config import ADAPTER_METHODS, EVERY_LINEAR, AdapterConfig
 from .lora import LoRALinear
 from .loraxs import LoRAXSLinear, check_loraxs_rank
-from .svd import SVD_METHODS
+from .qkv import PARTS, SplitQKV
 from .vera import VeRALinear, VeRAProjections
 
-METHODS = ("none", "full", "lora", "vera", "loraxs")
-ADAPTER_METHODS = ("lora", "vera", "loraxs")
-DEFAULT_TARGETS = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")  # every linear layer of every block
-DEFAULT_ALPHA = 8.0  # LoRA's authors set alpha to the first rank they tried and kept it; scaling = alpha / r
+# σ_r / σ_{r+1} below this and LoRA-XS's top-r subspace hangs on rounding: a float32 SVD on another machine can
+# rotate u_r towards u_{r+1} by more than a few parts in a thousand (see loraxs.py and README.md).
+NARROW_GAP = 1.001
 
 
 def name_matches(name, pattern):
@@ -39,75 +42,112 @@ def name_matches(name, pattern):
     return any(fnmatch.fnmatchcase(".".join(parts[i:]), pattern) for i in range(len(parts)))
 
 
-def find_targets(model, patterns=DEFAULT_TARGETS):
+def find_targets(model, patterns=EVERY_LINEAR):
     """
-    The linear layers (name -> module) that some pattern names: "attn.c_attn"
+    The linear layers (name -> nn.Linear) that some pattern names: "attn.c_attn"
     and "c_fc" match the end of a name, "mlp.*" every MLP layer,
-    "transformer.h.0.*" the first block. The tied output head is never a target.
+    "transformer.h.0.*" the first block. "attn.c_attn.q" (or .k, .v) names
+    one third of the fused c_attn, and "c_attn.*" all three (see qkv.py); a
+    pattern that matches c_attn itself takes it whole, never its thirds. The
+    tied output head is never a target. The model is not changed: the thirds
+    of a c_attn not yet split are returned as views of its weight.
     """
-    linears = {
-        name: module
-        for name, module in model.named_modules()
-        if isinstance(module, (nn.Linear, AdaptedLinear)) and name != "lm_head" and not name.endswith(".base")
-    }
+    candidates = {}  # every name a pattern may choose, in the model's order
+    for name, module in model.named_modules():
+        if type(module) is nn.Linear and name != "lm_head":
+            candidates[name] = module
+            if name.endswith("attn.c_attn"):
+                split = SplitQKV(module)
+                candidates.update({f"{name}.{part}": getattr(split, part) for part in PARTS})
+    is_third = {name: name.rpartition(".")[2] in PARTS and name.rpartition(".")[0] in candidates for name in candidates}
     chosen = set()
     for pattern in patterns:
-        matches = {name for name in linears if name_matches(name, pattern)}
-        if not matches:
+        whole = {name for name in candidates if not is_third[name] and name_matches(name, pattern)}
+        thirds = {
+            name
+            for name in candidates
+            if is_third[name] and name_matches(name, pattern) and name.rpartition(".")[0] not in whole
+        }
+        if not whole and not thirds:
             raise LoraxsError(
-                f"the target {pattern!r} matches no linear layer of this model; use the end of a layer's "
-                f"name, such as {', '.join(DEFAULT_TARGETS)}, or a pattern like 'transformer.h.0.*'"
+                f"the target {pattern!r} matches no linear layer of this model; use the end of a layer's name, "
+                "such as attn.c_attn, attn.c_attn.q (or .k, .v), attn.c_proj, mlp.c_fc, mlp.c_proj, or a pattern "
+                "like 'transformer.h.0.*'"
             )
-        chosen |= matches
-    return {name: module for name, module in linears.items() if name in chosen}  # in the model's order
+        chosen |= whole | thirds
+    both = [name for name in chosen if is_third[name] and name.rpartition(".")[0] in chosen]
+    if both:
+        fused = min(both).rpartition(".")[0]
+        raise LoraxsError(
+            f"the targets choose both {fused} and its third {min(both)}; adapt the fused c_attn or its "
+            "thirds q, k, v, not both"
+        )
+    return {name: layer for name, layer in candidates.items() if name in chosen}
 
 
-def add_adapters(model, method, rank=8, targets=None, alpha=None, dropout=0.0, seed=0, svd="gram", progress=False):
+def add_adapters(model, config, *, progress=False, **settings):
     """
-    Wrap the target layers of `model` with `method`'s adapter and freeze the rest.
-    Returns the same model (changed in place). `progress` shows a bar over the
-    layers: LoRA-XS computes an SVD for each (seconds for GPT-2, minutes for gpt2-xl on a CPU).
+    Wrap the target layers of `model` with an adapter and freeze the rest.
+    `config` is an AdapterConfig, or a method name with its settings as
+    keywords: add_adapters(model, "loraxs", rank=8) is
+    add_adapters(model, AdapterConfig("loraxs", rank=8)).
+
+    Returns the same model, changed in place, with `model.adapter_config` set.
+    `progress` shows a bar over the layers: LoRA-XS computes an SVD for each
+    (seconds for GPT-2, minutes for gpt2-xl on a CPU).
     """
-    if method not in METHODS:
-        raise LoraxsError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    if adapted_layers(model) or getattr(model, "adapter_config", None):
+    if isinstance(config, str):
+        config = AdapterConfig(config, **settings)
+    elif settings:
+        raise LoraxsError("give the settings in the AdapterConfig or as keywords after a method name, not both")
+    if adapted_layers(model) or getattr(model, "adapter_config", None) is not None:
         raise LoraxsError("this model already has adapters; start from a fresh model to add others")
-    if svd not in SVD_METHODS:
-        raise LoraxsError(f"unknown SVD method {svd!r}; choose one of {', '.join(SVD_METHODS)}")
-    targets = list(targets or DEFAULT_TARGETS)
-    alpha = DEFAULT_ALPHA if alpha is None else float(alpha)
-    layers = find_targets(model, targets) if method in ADAPTER_METHODS else {}
+    layers = find_targets(model, config.targets) if config.method in ADAPTER_METHODS else {}
     # Check everything before changing anything: after an error the model is exactly as it was.
-    if layers:
-        check_rank(rank)
-    if method == "loraxs":
+    if config.method == "loraxs":
         for name, layer in layers.items():
             try:
-                check_loraxs_rank(layer, rank)
+                check_loraxs_rank(layer, config.rank)
             except LoraxsError as error:
                 raise LoraxsError(f"{name}: {error}") from None
 
-    model.requires_grad_(method == "full")  # adapters bring their own trainable tensors; all else is frozen
-    model.adapter_config = dict(
-        method=method, rank=rank, alpha=alpha, targets=targets, dropout=dropout, seed=seed, svd=svd
-    )
-    generator = torch.Generator().manual_seed(seed)  # initial A (LoRA) and R (LoRA-XS): seeded, like VeRA's pair
-    if method == "vera":  # one random pair, large enough for every layer
-        first = next(iter(layers.values()))
+    model.requires_grad_(config.method == "full")  # adapters bring their own trainable tensors; all else is frozen
+    model.adapter_config = config
+    modules = dict(model.named_modules())
+    for fused_name in {name.rpartition(".")[0] for name in layers if name not in modules}:  # thirds of c_attn
+        replace_module(model, fused_name, SplitQKV(modules[fused_name]))
+    generator = torch.Generator().manual_seed(config.seed)  # initial A (LoRA) and R (LoRA-XS): seeded, like VeRA's
+    if config.method == "vera":  # one random pair, large enough for every layer
         max_in = max(layer.in_features for layer in layers.values())
         max_out = max(layer.out_features for layer in layers.values())
-        projections = VeRAProjections(rank, max_in, max_out, seed, like=first.weight)
-    bar = tqdm(layers.items(), desc=f"adding {method}", disable=not progress, leave=False, dynamic_ncols=True)
-    for name, layer in bar:
-        if method == "lora":
-            adapter = LoRALinear(layer, rank, alpha, dropout, generator)
-        elif method == "vera":
-            adapter = VeRALinear(layer, projections, dropout)
+        like = next(iter(layers.values())).weight
+        projections = VeRAProjections(config.rank, max_in, max_out, config.seed, like)
+    bar = tqdm(layers, desc=f"adding {config.method}", disable=not progress, leave=False, dynamic_ncols=True)
+    for name in bar:
+        layer = model.get_submodule(name)
+        if config.method == "lora":
+            adapter = LoRALinear(layer, config.rank, config.alpha, config.dropout, generator)
+        elif config.method == "vera":
+            adapter = VeRALinear(layer, projections, config.dropout)
         else:
-            adapter = LoRAXSLinear(layer, rank, alpha, dropout, generator, svd)
-        parent_name, _, child_name = name.rpartition(".")
-        setattr(model.get_submodule(parent_name), child_name, adapter)
+            adapter = LoRAXSLinear(layer, config.rank, config.alpha, config.dropout, generator, config.svd)
+        replace_module(model, name, adapter)
+
+    narrow = [name for name in layers if config.method == "loraxs" and model.get_submodule(name).gap < NARROW_GAP]
+    if narrow:
+        warnings.warn(
+            f"in {len(narrow)} of {len(layers)} layers (first: {narrow[0]}) σ_r / σ_(r+1) < {NARROW_GAP}: the "
+            "top-r subspace that LoRA-XS freezes is barely defined there, and another machine's SVD may find "
+            "a different one. To load the adapter anywhere, save it with save_adapters(..., frozen=True) "
+            "(train.py --save-frozen).",
+            stacklevel=2,
+        )
     return model
+
+
+def replace_module(model, name, module):
+    parent_name, _, child_name = name.rpartition(".")
+    setattr(model.get_submodule(parent_name), child_name, module)
 
 
 def adapted_layers(model):
@@ -121,13 +161,37 @@ def merge_adapters(model):
     `nn.Linear` back: the result is an ordinary GPT that `save_pretrained`
     can write and that runs exactly as fast as the original.
     """
+    return take_out_adapters(model, merge=True)
+
+
+def remove_adapters(model):
+    """Take every adapter out without merging: the model computes what it computed before add_adapters."""
+    return take_out_adapters(model, merge=False)
+
+
+def take_out_adapters(model, merge):
     for name, adapter in adapted_layers(model).items():
-        adapter.merge()
-        parent_name, _, child_name = name.rpartition(".")
-        setattr(model.get_submodule(parent_name), child_name, adapter.base)
+        if merge:
+            adapter.merge()
+        else:
+            adapter.unmerge()  # does nothing unless merged
+        replace_module(model, name, adapter.base)
+    for name, module in list(model.named_modules()):
+        if isinstance(module, SplitQKV):
+            replace_module(model, name, module.fused())  # q, k, v back into one c_attn
     if hasattr(model, "adapter_config"):
         del model.adapter_config
     return model
+
+
+def adapter_parameters(model):
+    """The tensors the adapters brought (not the wrapped layers' own W and b)."""
+    return [
+        parameter
+        for adapter in adapted_layers(model).values()
+        for name, parameter in adapter.named_parameters()
+        if not name.startswith("base.")
+    ]
 
 
 def parameter_counts(model):
@@ -136,14 +200,9 @@ def parameter_counts(model):
     without its adapters (the tied head counted once), so trainable / base is
     the share of GPT-2 being trained.
     """
-    adapter_parameters = {
-        id(parameter)
-        for adapter in adapted_layers(model).values()
-        for name, parameter in adapter.named_parameters()
-        if not name.startswith("base.")
-    }
+    added = {id(parameter) for parameter in adapter_parameters(model)}
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    base = sum(p.numel() for p in model.parameters() if id(p) not in adapter_parameters)
+    base = sum(p.numel() for p in model.parameters() if id(p) not in added)
     return trainable, base
 
 

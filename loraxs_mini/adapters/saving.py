@@ -1,111 +1,192 @@
 """
-Saving only what was trained, and loading it back into the right model.
+Saving what was trained, and loading it back into the right model.
 
-An adapter file is a safetensors file holding the trainable tensors alone
-(LoRA's A and B, VeRA's d and b, LoRA-XS's R) plus metadata that says how to
-rebuild everything else: the method, rank, alpha, targets and seed, and the
-base model's name and shape. Frozen parts are never stored: VeRA's random pair
-comes back from its seed, LoRA-XS's B and A from the SVD of the base weights.
+An adapter file is a safetensors file holding the trained tensors (LoRA's A
+and B, VeRA's d and b, LoRA-XS's R; every weight for "full") and, as JSON
+metadata, the AdapterConfig, the base model's name and shape, and checks.
 
-That is also why loading checks the base model, not just its shape: LoRA-XS's
-R only means something together with the B and A of the weights it was
-trained on. A fingerprint of those weights (two float64 sums per adapted
-matrix) catches an adapter loaded onto different weights of the same shape.
+The frozen tensors (LoRA-XS's B and A, VeRA's random pair) are rebuilt when
+the file is loaded: B and A from the SVD of the base weights, the pair from
+its seed. That keeps files tiny (18 KB for LoRA-XS on GPT-2), but a rebuild
+can come out differently: where σ_r ≈ σ_{r+1} another machine's SVD may find
+another top-r subspace, and another random-number implementation another
+pair. So the file keeps a checksum of each frozen tensor, and loading refuses
+a rebuild that does not match. `save_adapters(..., frozen=True)` stores the
+frozen tensors themselves instead, and the file then loads bit for bit
+anywhere.
+
+Loading also checks the base model, not just its shape: LoRA-XS's R only
+means something together with the B and A of the weights it was trained on.
+A fingerprint of the base weights (Σ W and Σ W² over all of them, in float64)
+catches an adapter loaded onto different weights of the same shape.
 """
 
 import json
+import warnings
+from dataclasses import fields, replace
 from pathlib import Path
 
 import torch
 
 from ..errors import LoraxsError
-from ..safetensors_file import load_file, read_header, save_file
-from .inject import add_adapters, find_targets
+from ..safetensors_file import load_file, save_file
+from .config import AdapterConfig
+from .inject import adapted_layers, adapter_parameters, add_adapters, remove_adapters
 
 SHAPE_KEYS = ("vocab_size", "block_size", "n_layer", "n_head", "n_embd")
+METADATA_KEYS = ("adapter_config", "base_model", "base_shape", "base_fingerprint", "frozen_stored")
 
 
-def base_fingerprint(model, targets):
-    """Σ W and Σ W² of each target layer's frozen weight, in float64."""
-    sums = []
-    for layer in find_targets(model, targets).values():
-        weight = getattr(layer, "base", layer).weight.detach().double()
-        sums += [weight.sum().item(), weight.square().sum().item()]
-    return sums
-
-
-def trainable_tensors(model):
+def trained_tensors(model):
     return {name: parameter for name, parameter in model.named_parameters() if parameter.requires_grad}
 
 
-def save_adapters(model, path):
-    """Write the trained tensors and the recipe to rebuild the rest. Returns the file size in bytes."""
+def frozen_tensors(model):
+    """The adapters' frozen tensors (LoRA-XS's B and A, VeRA's shared pair, once): their buffers."""
+    prefixes = tuple(f"{name}." for name in adapted_layers(model))
+    return {name: buffer for name, buffer in model.named_buffers() if name.startswith(prefixes)}
+
+
+def base_fingerprint(model):
+    """Σ W and Σ W² over every weight of the base model (the adapters' own tensors left out), in float64."""
+    added = {id(parameter) for parameter in adapter_parameters(model)}
+    weights = [parameter.detach().double() for parameter in model.parameters() if id(parameter) not in added]
+    return [sum(w.sum().item() for w in weights), sum(w.square().sum().item() for w in weights)]
+
+
+def checksum(tensor):
+    """
+    Two random weighted sums of the tensor's entries, in float64, to 6 digits.
+    Rounding moves them by about the rounding; a different tensor T' by about
+    |T - T'|_F.
+    """
+    weights = torch.randn(2, tensor.numel(), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    return [float(f"{total:.6g}") for total in (weights @ tensor.detach().double().cpu().flatten()).tolist()]
+
+
+def save_adapters(model, path, frozen=False):
+    """
+    Write the trained tensors and the AdapterConfig; with `frozen`, the frozen
+    tensors too, so that loading needs no SVD and is exact on any machine.
+    Returns the file size in bytes.
+    """
     config = getattr(model, "adapter_config", None)
-    if config is None or config["method"] == "none":
-        raise LoraxsError("this model has no adapters to save; add them with add_adapters(model, method, rank)")
-    metadata = {key: json.dumps(value) for key, value in config.items()}
-    metadata["base_model"] = json.dumps(model.config.name)
-    metadata["base_shape"] = json.dumps({key: getattr(model.config, key) for key in SHAPE_KEYS})
-    metadata["base_fingerprint"] = json.dumps(base_fingerprint(model, config["targets"]))
-    save_file(trainable_tensors(model), path, metadata)
+    if config is None or config.method == "none":
+        raise LoraxsError("this model has no adapters to save; add them with add_adapters(model, method)")
+    tensors = trained_tensors(model)
+    metadata = {
+        "adapter_config": json.dumps(config.to_dict()),
+        "base_model": json.dumps(model.config.name),
+        "base_shape": json.dumps({key: getattr(model.config, key) for key in SHAPE_KEYS}),
+        "base_fingerprint": json.dumps(base_fingerprint(model)),
+        "frozen_stored": json.dumps(frozen),
+    }
+    if frozen:
+        tensors |= frozen_tensors(model)
+    else:
+        metadata["frozen_checksums"] = json.dumps([checksum(tensor) for tensor in frozen_tensors(model).values()])
+    save_file(tensors, path, metadata)
     return Path(path).stat().st_size
 
 
-def read_adapter_config(path):
-    """The adapter's recipe (method, rank, alpha, targets, ...) and its base model's name, shape, fingerprint."""
-    _, metadata, _ = read_header(path)
+def read_adapter_file(path):
+    """(config, metadata, tensors) of an adapter file; refuses files that are not adapter files."""
+    tensors, metadata = load_file(path)
     try:
         saved = {key: json.loads(value) for key, value in metadata.items()}
     except ValueError:
         saved = {}
-    if "method" not in saved or "base_shape" not in saved:
-        raise LoraxsError(f"{path} is not an adapter file written by loraxs-mini (no method or base shape in it)")
-    return saved
+    if not all(key in saved for key in METADATA_KEYS) or not isinstance(saved["adapter_config"], dict):
+        raise LoraxsError(
+            f"{path} is not an adapter file written by this version of loraxs-mini (its metadata lacks one of "
+            f"{', '.join(METADATA_KEYS)})"
+        )
+    try:
+        config = AdapterConfig(**saved["adapter_config"])
+    except (TypeError, LoraxsError) as error:
+        raise LoraxsError(f"{path}: its adapter_config is not valid ({error})") from None
+    return config, saved, tensors
 
 
 def load_adapters(model, path):
     """
-    Load an adapter file into `model`: adds the adapters described in the
-    file if the model has none yet, then copies the trained tensors in.
-    Refuses a base model of another shape or other weights, and a model that
-    already carries a different method or rank.
+    Load an adapter file into `model`: adds the adapters its AdapterConfig
+    describes if the model has none yet, checks, then copies the tensors in.
+    Refuses a base model of another shape or other weights, a model that
+    already carries a different adapter, and frozen tensors that rebuild
+    differently here. A refused load leaves the model exactly as it was.
     """
-    saved = read_adapter_config(path)
+    config, saved, tensors = read_adapter_file(path)
     shape = {key: getattr(model.config, key) for key in SHAPE_KEYS}
     if saved["base_shape"] != shape:
         raise LoraxsError(
             f"{path} was trained on {saved['base_model']} with shape {saved['base_shape']}, but this model "
             f"({model.config.name}) has shape {shape}; load it into the model it was trained on"
         )
-    recipe = {key: saved[key] for key in ("method", "rank", "alpha", "targets", "dropout", "seed", "svd")}
     # A full fine-tune stores every weight, so any base of the right shape will do; adapters need theirs.
-    if recipe["method"] != "full":
-        fingerprint = base_fingerprint(model, recipe["targets"])
+    if config.method != "full":
+        fingerprint = torch.tensor(base_fingerprint(model), dtype=torch.float64)
         expected = torch.tensor(saved["base_fingerprint"], dtype=torch.float64)
-        if not torch.allclose(torch.tensor(fingerprint, dtype=torch.float64), expected, rtol=1e-6, atol=1e-6):
+        if not torch.allclose(fingerprint, expected, rtol=1e-6, atol=1e-6):
             raise LoraxsError(
                 f"{path} was trained on other weights than this model's (base {saved['base_model']!r}, same "
                 "shape but different values); load it into the base model it was trained on"
             )
     current = getattr(model, "adapter_config", None)
+    if current is not None:
+        for field in fields(AdapterConfig):  # dropout acts only in training: any value may load
+            if field.name != "dropout" and getattr(current, field.name) != getattr(config, field.name):
+                raise LoraxsError(
+                    f"{path} holds a {config.method} adapter with {field.name}={getattr(config, field.name)!r}, "
+                    f"but this model already has {field.name}={getattr(current, field.name)!r}; load it into a "
+                    "model without adapters instead"
+                )
+        config = replace(config, dropout=current.dropout)
+
+    requires_grad = {name: parameter.requires_grad for name, parameter in model.named_parameters()}
     if current is None:
-        add_adapters(model, **recipe)
-    else:
-        for key in ("method", "rank", "targets", "svd"):
-            if current[key] != recipe[key]:
-                raise LoraxsError(
-                    f"{path} holds a {recipe['method']} adapter with {key}={recipe[key]!r}, but this model "
-                    f"already has {key}={current[key]!r}; load it into a model without adapters instead"
-                )
-    tensors, _ = load_file(path)
-    parameters = trainable_tensors(model)
-    if tensors.keys() != parameters.keys():
-        raise LoraxsError(f"{path} does not hold the tensors this {recipe['method']} adapter needs; was it edited?")
-    with torch.no_grad():
-        for name, parameter in parameters.items():
-            if tensors[name].shape != parameter.shape:
-                raise LoraxsError(
-                    f"{path}: tensor {name} has shape {tuple(tensors[name].shape)}, expected {tuple(parameter.shape)}"
-                )
-            parameter.copy_(tensors[name])
+        with warnings.catch_warnings():  # a narrow SVD gap: the checksums below decide whether the rebuild is right
+            warnings.simplefilter("ignore")
+            add_adapters(model, config)
+    try:
+        copy_checked(model, tensors, saved, path)
+    except LoraxsError:
+        if current is None:  # undo: the model goes back to exactly what it was
+            remove_adapters(model)
+            for name, parameter in model.named_parameters():
+                parameter.requires_grad_(requires_grad[name])
+        raise
     return model
+
+
+def copy_checked(model, tensors, saved, path):
+    """Check every name, shape and checksum first; copy only when all of them pass."""
+    frozen = frozen_tensors(model)
+    expected = trained_tensors(model) | (frozen if saved["frozen_stored"] else {})
+    if tensors.keys() != expected.keys():
+        missing, extra = sorted(expected.keys() - tensors.keys()), sorted(tensors.keys() - expected.keys())
+        raise LoraxsError(
+            f"{path} does not hold the tensors this {model.adapter_config.method} adapter needs (missing: "
+            f"{missing[:3]}, unexpected: {extra[:3]}); was it edited?"
+        )
+    for name, target in expected.items():
+        if tensors[name].shape != target.shape:
+            raise LoraxsError(
+                f"{path}: tensor {name} has shape {tuple(tensors[name].shape)}, expected {tuple(target.shape)}"
+            )
+    if not saved["frozen_stored"]:
+        checksums = saved.get("frozen_checksums")  # one pair per frozen tensor, in the model's order
+        if not isinstance(checksums, list) or len(checksums) != len(frozen):
+            raise LoraxsError(f"{path} has no checksum for each frozen tensor; was it edited?")
+        for (name, tensor), stored in zip(frozen.items(), checksums):
+            scale = 1e-2 * tensor.detach().double().norm().item()  # rounding passes; another subspace does not
+            if any(abs(a - b) > scale for a, b in zip(stored, checksum(tensor))):
+                raise LoraxsError(
+                    f"{path}: the frozen tensor {name} rebuilt here differs from the one the adapter was trained "
+                    "with (an SVD whose σ_r and σ_r+1 are nearly equal, or another torch version's random "
+                    "numbers). Save the adapter with its frozen tensors, save_adapters(..., frozen=True) or "
+                    "train.py --save-frozen, to load it on any machine"
+                )
+    with torch.no_grad():
+        for name, target in expected.items():
+            target.copy_(tensors[name])

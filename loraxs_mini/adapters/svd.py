@@ -1,9 +1,10 @@
 """
 The top-r singular triplets of a weight matrix, three ways.
 
-LoRA-XS needs W ≈ U_r Σ_r V_rᵀ for every adapted matrix: 48 of them in GPT-2
-124M, 192 in gpt2-xl. A full SVD computes all min(in, out) triplets to keep r
-of them, which costs seconds per model on a laptop CPU. Three methods:
+LoRA-XS needs W ≈ U_r Σ_r V_rᵀ for every adapted matrix: 72 of them in GPT-2
+124M (48 with c_attn taken whole), 288 in gpt2-xl. A full SVD computes all
+min(in, out) triplets to keep r of them, which costs seconds per model on a
+laptop CPU. Three methods:
 
     svd         torch.linalg.svd: the textbook route, every triplet, then keep r.
     gram        (default) the eigendecomposition of the small Gram matrix:
@@ -14,8 +15,19 @@ of them, which costs seconds per model on a laptop CPU. Three methods:
                 float32 SVD, about four times faster.
     randomized  Halko, Martinsson & Tropp (2011): multiply W by a few random
                 vectors, sharpen with power iterations, solve a small SVD.
-                Fastest, but only accurate when σ_r stands well above the rest,
-                which pretrained spectra rarely do (see the benchmark).
+                Fastest, and approximate where σ_r is close to the values just
+                below it. On the small pretrained model (rank 8; c_attn, its
+                thirds q, k, v and the three other layers of every block)
+                the largest principal angle to the exact subspace had a median
+                sine of 0.21 (0.99 in the worst matrix), yet every subspace it
+                found kept at least 97.9% of the energy Σ_{i<=r} σ_i² of the
+                exact one: a slightly different, nearly as good subspace. One
+                version of the paper's code uses scikit-learn's randomized
+                TruncatedSVD, another the full torch.linalg.svd.
+
+Eckart-Young says U_r Σ_r V_rᵀ is the best rank-r approximation of W; it is
+the only one when σ_r > σ_{r+1}. When the two are nearly equal, the r-th
+direction is nearly arbitrary, and methods (or machines) may disagree on it.
 
 Every method returns U_r (out x r), S_r (r), V_rᵀ (r x in) in float32, with the
 same sign convention, so B and A do not depend on the library that computed them.

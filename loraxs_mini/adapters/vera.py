@@ -16,9 +16,15 @@ numbers per layer.
 Layers have different shapes, so the model keeps one pair large enough for
 all of them, A: r x max_in and B: max_out x r, and each layer uses the slices
 A[:, :in] and B[:out, :]. The pair is drawn from a seeded generator (A first,
-then B, each uniform in ±sqrt(6 / fan_in)) and is never saved: the seed
-rebuilds it. Hugging Face PEFT draws the same numbers from the same seed
-(its `projection_prng_key`), so the two can be compared number for number.
+then B, each uniform in ±sqrt(6 / fan_in)), so the seed rebuilds it: adapter
+files store it only when asked (`save_adapters(..., frozen=True)`, as PEFT's
+`save_projection` does by default), and otherwise a checksum of it. Hugging
+Face PEFT draws the same numbers from the same seed (its
+`projection_prng_key`), so the two can be compared number for number.
+
+The default rank is 256, PEFT's default for VeRA: its count grows by only one
+number per layer for each unit of r, so it can afford a rank at which LoRA
+would train millions of numbers.
 """
 
 import math
@@ -27,7 +33,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .base import AdaptedLinear, new_parameter
+from .base import ADAPTER_DTYPE, AdaptedLinear, new_parameter
 
 
 def kaiming_uniform(shape, generator):
@@ -44,9 +50,9 @@ class VeRAProjections(nn.Module):
         generator = torch.Generator(device="cpu").manual_seed(seed)
         A = kaiming_uniform((rank, max_in), generator)  # drawn first
         B = kaiming_uniform((max_out, rank), generator)  # then B, from the same stream
-        # Buffers, not parameters: they move with .to(device) but are neither trained nor saved.
-        self.register_buffer("A", A.to(device=like.device, dtype=like.dtype), persistent=False)
-        self.register_buffer("B", B.to(device=like.device, dtype=like.dtype), persistent=False)
+        # Buffers, not parameters: they move with .to(device) but are never trained.
+        self.register_buffer("A", A.to(device=like.device, dtype=ADAPTER_DTYPE), persistent=False)
+        self.register_buffer("B", B.to(device=like.device, dtype=ADAPTER_DTYPE), persistent=False)
         self.rank = rank
 
 

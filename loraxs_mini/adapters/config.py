@@ -1,0 +1,103 @@
+"""
+One adapter configuration: what to add, where, and how big.
+
+`AdapterConfig` holds every setting of an adapter (method, rank, alpha,
+targets, dropout, seed, svd). It is checked once, when it is made, and then
+travels whole: `add_adapters` builds from it, the adapter file stores it, and
+`train.py` prints it in its results. Settings left out take the method's own
+defaults, as the method's authors configure it:
+
+    method   rank   alpha      targets (per block)                    source
+    lora     8      8          c_attn, attn.c_proj, c_fc, mlp.c_proj  PEFT's LoraConfig (r = 8, lora_alpha = 8)
+    vera     256    -          c_attn, attn.c_proj, c_fc, mlp.c_proj  PEFT's VeraConfig (r = 256)
+    loraxs   8      = rank     q, k, v, attn.c_proj, c_fc, mlp.c_proj the LoRA-XS paper's code for its math and
+                                                                      commonsense runs (lora_alpha = r; every
+                                                                      linear layer, q, k and v separately)
+
+LoRA and VeRA adapt every linear layer of every block (PEFT's "all-linear";
+QLoRA found that adapting every layer is what matches full fine-tuning). VeRA
+has no alpha: its trained vectors d and b set the update's scale themselves.
+
+Why alpha = r for LoRA-XS: its A and B are frozen and R gets its gradient
+without a trained partner, so Adam moves every entry of R by about the
+learning rate per step, and the update s B R A moves in proportion to
+s = alpha / r. With alpha = r, s = 1 at every rank: a learning rate chosen at
+one rank means the same step at another. (LoRA's authors keep alpha fixed
+instead, so that s = alpha / r shrinks as r grows; for LoRA, where B and A
+both train, that is what keeps the step similar across ranks.)
+"""
+
+import math
+from dataclasses import asdict, dataclass
+
+from ..errors import LoraxsError
+from .svd import SVD_METHODS
+
+METHODS = ("none", "full", "lora", "vera", "loraxs")  # none: zero-shot; full: every weight trains
+ADAPTER_METHODS = ("lora", "vera", "loraxs")
+
+# Every linear layer of a block. "attn.c_attn" is GPT-2's fused query-key-value layer (3C x C);
+# "attn.c_attn.q", ".k" and ".v" name its three C x C thirds, each adapted on its own (see qkv.py).
+EVERY_LINEAR = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
+EVERY_LINEAR_SPLIT_QKV = ("attn.c_attn.q", "attn.c_attn.k", "attn.c_attn.v", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
+
+DEFAULT_RANK = {"lora": 8, "vera": 256, "loraxs": 8}
+DEFAULT_TARGETS = {"lora": EVERY_LINEAR, "vera": EVERY_LINEAR, "loraxs": EVERY_LINEAR_SPLIT_QKV}
+LORA_ALPHA = 8.0  # PEFT's default lora_alpha; LoRA's authors set alpha to the first r they tried and kept it
+
+
+def default_alpha(method, rank):
+    return {"lora": LORA_ALPHA, "vera": None, "loraxs": float(rank)}[method]
+
+
+@dataclass
+class AdapterConfig:
+    method: str
+    rank: int | None = None  # None: the method's default (DEFAULT_RANK)
+    alpha: float | None = None  # None: the method's default; the update is scaled by alpha / rank
+    targets: tuple[str, ...] | None = None  # layer names or patterns; None: the method's default
+    dropout: float = 0.0  # on the adapter's input, during training only
+    seed: int = 0  # LoRA's A, LoRA-XS's R, VeRA's random pair
+    svd: str = "gram"  # how LoRA-XS computes its SVD (see svd.py)
+
+    def __post_init__(self):
+        """Check every setting and fill in the method's defaults. After this, the config is complete."""
+        if self.method not in METHODS:
+            raise LoraxsError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
+        if not is_number(self.dropout) or not 0 <= self.dropout < 1:
+            raise LoraxsError(f"dropout must be a number in [0, 1), got {self.dropout!r}")
+        if not is_whole(self.seed):
+            raise LoraxsError(f"seed must be a whole number, got {self.seed!r}")
+        if self.svd not in SVD_METHODS:
+            raise LoraxsError(f"unknown SVD method {self.svd!r}; choose one of {', '.join(SVD_METHODS)}")
+        if self.method not in ADAPTER_METHODS:  # none and full add nothing: rank, alpha and targets mean nothing
+            self.rank = self.alpha = self.targets = None
+            return
+        self.rank = DEFAULT_RANK[self.method] if self.rank is None else self.rank
+        if not is_whole(self.rank) or self.rank < 1:
+            raise LoraxsError(f"rank must be a positive whole number, got {self.rank!r}")
+        if self.method == "vera" and self.alpha is not None:
+            raise LoraxsError("VeRA has no alpha: its trained vectors d and b set the scale; leave alpha out")
+        self.alpha = default_alpha(self.method, self.rank) if self.alpha is None else self.alpha
+        if self.alpha is not None and not (is_number(self.alpha) and math.isfinite(self.alpha) and self.alpha > 0):
+            raise LoraxsError(f"alpha must be a positive number, got {self.alpha!r}")
+        if self.alpha is not None:
+            self.alpha = float(self.alpha)
+        targets = DEFAULT_TARGETS[self.method] if self.targets is None else self.targets
+        if isinstance(targets, str) or not targets or not all(isinstance(t, str) and t for t in targets):
+            raise LoraxsError(f"targets must be a list of layer names such as {list(EVERY_LINEAR)}, got {targets!r}")
+        self.targets = tuple(targets)
+
+    def to_dict(self):
+        """Plain JSON-ready values, for adapter files and results."""
+        settings = asdict(self)
+        settings["targets"] = list(self.targets) if self.targets else None
+        return settings
+
+
+def is_whole(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
