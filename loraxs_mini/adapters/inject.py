@@ -31,8 +31,9 @@ from .loraxs import LoRAXSLinear, check_loraxs_rank
 from .qkv import PARTS, SplitQKV
 from .vera import VeRALinear, VeRAProjections
 
-# σ_r / σ_{r+1} below this and LoRA-XS's top-r subspace hangs on rounding: a float32 SVD on another machine can
-# rotate u_r towards u_{r+1} by more than a few parts in a thousand (see loraxs.py and README.md).
+# Below this σ_r / σ_{r+1}, LoRA-XS's top-r subspace hangs on rounding. On the small pretrained model, the Gram
+# route and the full float32 SVD disagreed on U_r by a sine of 1.4e-3 at a gap of 1.0003, by at most 4e-5 at
+# every gap above 1.005: the disagreement grows roughly as 1 / (gap - 1).
 NARROW_GAP = 1.001
 
 
@@ -52,37 +53,32 @@ def find_targets(model, patterns=EVERY_LINEAR):
     tied output head is never a target. The model is not changed: the thirds
     of a c_attn not yet split are returned as views of its weight.
     """
-    candidates = {}  # every name a pattern may choose, in the model's order
+    layers, thirds = {}, {}  # every layer a pattern may choose; thirds: "....c_attn.q" -> "....c_attn"
     for name, module in model.named_modules():
         if type(module) is nn.Linear and name != "lm_head":
-            candidates[name] = module
+            layers[name] = module
             if name.endswith("attn.c_attn"):
                 split = SplitQKV(module)
-                candidates.update({f"{name}.{part}": getattr(split, part) for part in PARTS})
-    is_third = {name: name.rpartition(".")[2] in PARTS and name.rpartition(".")[0] in candidates for name in candidates}
+                for part in PARTS:
+                    layers[f"{name}.{part}"], thirds[f"{name}.{part}"] = getattr(split, part), name
     chosen = set()
     for pattern in patterns:
-        whole = {name for name in candidates if not is_third[name] and name_matches(name, pattern)}
-        thirds = {
-            name
-            for name in candidates
-            if is_third[name] and name_matches(name, pattern) and name.rpartition(".")[0] not in whole
-        }
-        if not whole and not thirds:
+        matches = {name for name in layers if name_matches(name, pattern)}
+        matches -= {third for third, fused in thirds.items() if fused in matches}  # c_attn matched: taken whole
+        if not matches:
             raise LoraxsError(
                 f"the target {pattern!r} matches no linear layer of this model; use the end of a layer's name, "
                 "such as attn.c_attn, attn.c_attn.q (or .k, .v), attn.c_proj, mlp.c_fc, mlp.c_proj, or a pattern "
                 "like 'transformer.h.0.*'"
             )
-        chosen |= whole | thirds
-    both = [name for name in chosen if is_third[name] and name.rpartition(".")[0] in chosen]
+        chosen |= matches
+    both = sorted(third for third, fused in thirds.items() if third in chosen and fused in chosen)
     if both:
-        fused = min(both).rpartition(".")[0]
         raise LoraxsError(
-            f"the targets choose both {fused} and its third {min(both)}; adapt the fused c_attn or its "
+            f"the targets choose both {thirds[both[0]]} and its third {both[0]}; adapt the fused c_attn or its "
             "thirds q, k, v, not both"
         )
-    return {name: layer for name, layer in candidates.items() if name in chosen}
+    return {name: layer for name, layer in layers.items() if name in chosen}
 
 
 def add_adapters(model, config, *, progress=False, **settings):
@@ -114,7 +110,7 @@ def add_adapters(model, config, *, progress=False, **settings):
     model.requires_grad_(config.method == "full")  # adapters bring their own trainable tensors; all else is frozen
     model.adapter_config = config
     modules = dict(model.named_modules())
-    for fused_name in {name.rpartition(".")[0] for name in layers if name not in modules}:  # thirds of c_attn
+    for fused_name in {name.rpartition(".")[0] for name in layers if name not in modules}:  # c_attn taken by thirds
         replace_module(model, fused_name, SplitQKV(modules[fused_name]))
     generator = torch.Generator().manual_seed(config.seed)  # initial A (LoRA) and R (LoRA-XS): seeded, like VeRA's
     if config.method == "vera":  # one random pair, large enough for every layer
@@ -133,16 +129,22 @@ def add_adapters(model, config, *, progress=False, **settings):
             adapter = LoRAXSLinear(layer, config.rank, config.alpha, config.dropout, generator, config.svd)
         replace_module(model, name, adapter)
 
-    narrow = [name for name in layers if config.method == "loraxs" and model.get_submodule(name).gap < NARROW_GAP]
+    if config.method == "loraxs":
+        warn_about_narrow_gaps({name: model.get_submodule(name) for name in layers})
+    return model
+
+
+def warn_about_narrow_gaps(layers):
+    """One warning naming the LoRA-XS layers whose σ_r / σ_{r+1} is so close to 1 that the subspace is ill-defined."""
+    narrow = [name for name, layer in layers.items() if layer.gap < NARROW_GAP]
     if narrow:
         warnings.warn(
             f"in {len(narrow)} of {len(layers)} layers (first: {narrow[0]}) σ_r / σ_(r+1) < {NARROW_GAP}: the "
             "top-r subspace that LoRA-XS freezes is barely defined there, and another machine's SVD may find "
             "a different one. To load the adapter anywhere, save it with save_adapters(..., frozen=True) "
             "(train.py --save-frozen).",
-            stacklevel=2,
+            stacklevel=3,
         )
-    return model
 
 
 def replace_module(model, name, module):
