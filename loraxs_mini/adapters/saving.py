@@ -23,7 +23,7 @@ catches an adapter loaded onto different weights of the same shape.
 
 import json
 import warnings
-from dataclasses import fields, replace
+from dataclasses import fields
 from pathlib import Path
 
 import torch
@@ -141,7 +141,6 @@ def load_adapters(model, path):
                     f"but this model already has {field.name}={getattr(current, field.name)!r}; load it into a "
                     "model without adapters instead"
                 )
-        config = replace(config, dropout=current.dropout)
 
     requires_grad = {name: parameter.requires_grad for name, parameter in model.named_parameters()}
     if current is None:
