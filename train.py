@@ -64,8 +64,8 @@ def parse_args(argv=None):
         "default: LoRA 8, LoRA-XS alpha = r",
     )  # fmt: skip
     parser.add_argument(
-        "--targets", default=None, help="comma list of layers to adapt (default: every linear layer; LoRA-XS "
-        "takes the q, k, v thirds of attn.c_attn separately)",
+        "--targets", default=None, help="comma list of layers to adapt (default: all four per block; "
+        "attn.c_attn.q, .k, .v adapt the thirds of the fused c_attn separately)",
     )  # fmt: skip
     parser.add_argument("--dropout", type=float, default=0.0, help="dropout on the adapter input (default 0)")
     parser.add_argument("--svd", choices=SVD_METHODS, default="gram", help="how LoRA-XS computes its SVD (gram)")

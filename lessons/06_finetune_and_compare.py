@@ -60,7 +60,7 @@ print(f"zero-shot test accuracy: {accuracy(model, task, 'test'):.3f}")
 # A fresh model, adapters in, everything else frozen; then the loop of loraxs_mini/finetune.py:
 # loss on the completion, backward (only R gets gradients), clip, AdamW.
 torch.manual_seed(0)
-model = add_adapters(load_base_model(MODEL, verbose=False), "loraxs")  # rank 8, q, k and v separately
+model = add_adapters(load_base_model(MODEL, verbose=False), "loraxs")  # rank 8, every linear layer
 trainable, base = parameter_counts(model)
 print(f"loraxs: {trainable:,} trainable parameters of {base:,}")
 config = TrainingConfig(steps=STEPS, learning_rate=DEFAULT_LEARNING_RATES["loraxs"])

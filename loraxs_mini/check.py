@@ -232,7 +232,7 @@ def check_loraxs_parameter_count(module):
     for name, rank, targets in (("gpt2", 8, None), ("gpt2-medium", 16, ["attn.c_attn", "mlp.c_fc"])):
         with torch.device("meta"):
             model = add_adapters(GPT(GPTConfig.from_name(name), verbose=False), "loraxs", rank=rank, targets=targets)
-        per_block = len(targets or DEFAULT_TARGETS["loraxs"])  # q, k, v, attn.c_proj, mlp.c_fc, mlp.c_proj
+        per_block = len(targets or DEFAULT_TARGETS)  # by default the four linear layers of a block
         got = module.loraxs_parameter_count(model.config.n_layer, per_block, rank)
         assert got == parameter_counts(model)[0], f"{name} r={rank}: got {got}, expected {parameter_counts(model)[0]:,}"
 

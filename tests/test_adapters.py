@@ -9,7 +9,7 @@ import torch
 from conftest import tiny_gpt
 from loraxs_mini import GPT, GPTConfig, LoraxsError
 from loraxs_mini.adapters import (
-    EVERY_LINEAR,
+    EVERY_LINEAR_SPLIT_QKV,
     AdapterConfig,
     LoRAXSLinear,
     adapted_layers,
@@ -39,8 +39,8 @@ def on_meta(name):
         ("lora", 8, None, 1_179_648),
         ("vera", 8, None, 83_328),
         ("vera", None, None, 95_232),  # VeRA's own rank, 256: (256 + out) per layer
-        ("loraxs", 8, None, 4_608),  # 12 blocks x 6 matrices (q, k, v, attn.c_proj, mlp.c_fc, mlp.c_proj) x 8²
-        ("loraxs", 8, EVERY_LINEAR, 3_072),  # c_attn whole: 12 x 4 x 64
+        ("loraxs", 8, None, 3_072),  # 12 blocks x 4 matrices x 8²
+        ("loraxs", 8, EVERY_LINEAR_SPLIT_QKV, 4_608),  # q, k, v, attn.c_proj, mlp.c_fc, mlp.c_proj: 12 x 6 x 64
         ("full", None, None, 124_439_808),
         ("none", None, None, 0),
         ("lora", 8, ["attn.c_attn"], 294_912),
@@ -65,7 +65,7 @@ def layer_shapes(C, split_qkv=False):
 @pytest.mark.parametrize("method", ADAPTERS)
 def test_general_formulas(name, rank, method):
     config = GPTConfig.from_name(name)
-    shapes = layer_shapes(config.n_embd, split_qkv=method == "loraxs")  # each method's default targets
+    shapes = layer_shapes(config.n_embd)
     per_layer = {
         "lora": lambda i, o: rank * (i + o),
         "vera": lambda i, o: rank + o,
@@ -122,7 +122,7 @@ def test_loraxs_start_obeys_the_bound_implied_by_its_tiny_r():
     idx = torch.randint(0, 50257, (2, 16))
     with torch.no_grad():
         adapted, _ = model(idx)
-    assert len(checked) == 12  # 2 blocks x (q, k, v, attn.c_proj, mlp.c_fc, mlp.c_proj)
+    assert len(checked) == 8
     # R ~ N(0, 1e-5²) gives |R|_2 ≈ 1e-5 (2 sqrt(r)): a relative change of about 1e-4 per layer at most,
     # so the logits (about 0.1 here) move by far less than 1e-4.
     base, _ = tiny_gpt().eval()(idx)
@@ -280,7 +280,7 @@ def test_gram_svd_falls_back_on_a_rank_deficient_matrix():
 
 
 def test_loraxs_rank_larger_than_the_layer_is_refused_by_name():
-    with pytest.raises(LoraxsError, match=r"transformer.h.0.attn.c_attn.q: LoRA-XS rank 40 is too large .* rank <= 32"):
+    with pytest.raises(LoraxsError, match=r"transformer.h.0.attn.c_attn: LoRA-XS rank 40 is too large .* rank <= 32"):
         add_adapters(tiny_gpt(), "loraxs", rank=40)
 
 
@@ -306,7 +306,7 @@ def test_a_refused_request_leaves_the_model_as_it_was(mistake):
     assert not hasattr(model, "adapter_config") and not adapted_layers(model)
     assert all(parameter.requires_grad for parameter in model.parameters())
     add_adapters(model, "loraxs", rank=4)  # the corrected call works on the same model
-    assert parameter_counts(model)[0] == 2 * 6 * 16
+    assert parameter_counts(model)[0] == 2 * 4 * 16
 
 
 def test_adding_adapters_twice_is_refused():
@@ -320,7 +320,7 @@ def test_a_progress_bar_counts_the_layers_and_changes_nothing(capsys):
     assert capsys.readouterr().err == ""
     shown = add_adapters(tiny_gpt(), "loraxs", rank=4, progress=True)
     bar = capsys.readouterr().err
-    assert "adding loraxs:   0%" in bar and "0/12" in bar  # tiny_gpt: 2 blocks x 6 matrices (q, k, v split)
+    assert "adding loraxs:   0%" in bar and "0/8" in bar  # tiny_gpt: 2 blocks x 4 linear layers
     for name, layer in adapted_layers(quiet).items():
         other = adapted_layers(shown)[name]
         assert torch.equal(layer.A, other.A) and torch.equal(layer.B, other.B) and torch.equal(layer.R, other.R)
@@ -345,8 +345,7 @@ def test_only_trained_tensors_are_saved(tmp_path):
     model = add_adapters(tiny_gpt(), "loraxs", rank=4)
     save_adapters(model, tmp_path / "a.safetensors")
     tensors, metadata = load_file(tmp_path / "a.safetensors")
-    layers = layer_shapes(1, split_qkv=True)
-    assert sorted(tensors) == sorted(f"transformer.h.{i}.{layer}.R" for i in range(2) for layer in layers)
+    assert sorted(tensors) == sorted(f"transformer.h.{i}.{layer}.R" for i in range(2) for layer in layer_shapes(1))
     assert AdapterConfig(**json.loads(metadata["adapter_config"])) == model.adapter_config
 
 
@@ -370,4 +369,4 @@ def test_loraxs_adapter_of_gpt2_124m_is_a_few_kilobytes(tmp_path):
     torch.manual_seed(0)
     model = add_adapters(GPT(GPTConfig.from_name("gpt2"), verbose=False), "loraxs", rank=8, svd="randomized")
     size = save_adapters(model, tmp_path / "gpt2-loraxs-r8.safetensors")
-    assert 4_608 * 4 < size < 30_000  # 4,608 float32 numbers; the header names 72 tensors, 144 checksums
+    assert 3_072 * 4 < size < 20_000  # 3,072 float32 numbers; the header names 48 tensors, 96 checksums

@@ -7,6 +7,7 @@ import torch
 from conftest import tiny_gpt
 from loraxs_mini import LoraxsError
 from loraxs_mini.adapters import (
+    EVERY_LINEAR_SPLIT_QKV,
     SplitQKV,
     adapted_layers,
     add_adapters,
@@ -40,7 +41,7 @@ def test_splitting_changes_nothing_the_model_computes():
 
 
 def test_loraxs_on_q_k_v_gives_each_third_its_own_svd_and_r_and_can_change_the_values():
-    model = add_adapters(tiny_gpt(), "loraxs", rank=4, alpha=4)
+    model = add_adapters(tiny_gpt(), "loraxs", rank=4, alpha=4, targets=EVERY_LINEAR_SPLIT_QKV)
     W = tiny_gpt().transformer.h[0].attn.c_attn.weight.detach()  # the pretrained fused weight, 3C x C
     thirds = {part: adapted_layers(model)[f"transformer.h.0.attn.c_attn.{part}"] for part in "qkv"}
     assert len({id(layer.R) for layer in thirds.values()}) == 3  # q, k and v each train their own R
@@ -76,7 +77,7 @@ def test_merging_puts_one_fused_c_attn_back_with_the_update_inside():
 
 
 def test_removing_adapters_gives_back_the_original_model():
-    model = add_adapters(tiny_gpt(), "loraxs", rank=4)
+    model = add_adapters(tiny_gpt(), "loraxs", rank=4, targets=EVERY_LINEAR_SPLIT_QKV)
     with torch.no_grad():
         for layer in adapted_layers(model).values():
             layer.R.normal_()

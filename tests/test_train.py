@@ -11,7 +11,7 @@ import torch
 import train
 from conftest import ROOT, SMALL_PRETRAINED, requires_small_pretrained, tiny_gpt
 from loraxs_mini import GPT, LoraxsError
-from loraxs_mini.adapters import parameter_counts, remove_adapters
+from loraxs_mini.adapters import EVERY_LINEAR_SPLIT_QKV, parameter_counts, remove_adapters
 
 TASK_LINES = [
     {"prompt": f"Review: the {noun} was {word}.\nSentiment:", "completion": label}
@@ -59,7 +59,7 @@ def test_every_method_runs_and_writes_results_and_one_table(checkpoint, data, tm
         "full": base,
         "lora": 2 * sum(4 * (i + o) for i, o in shapes),  # r (in + out) per layer, 2 blocks
         "vera": 2 * sum(4 + o for i, o in shapes),  # r + out
-        "loraxs": 2 * 6 * 4**2,  # r² for each of 6 matrices: q, k, v taken separately
+        "loraxs": 2 * 4 * 4**2,  # r² for each of 4 layers
     }
     table = (out / "comparison-data.md").read_text().splitlines()
     assert len(table) == 2 + 5
@@ -90,9 +90,9 @@ def test_loraxs_run_leaves_every_frozen_tensor_bit_for_bit_unchanged(checkpoint,
 
     monkeypatch.setattr(train, "finetune", recording_finetune)
     run_train("--init-from", checkpoint, "--data", data, "--method", "loraxs", "--steps", "8", "--lr", "0.1",
-              "--out", tmp_path)  # fmt: skip
+              "--targets", ",".join(EVERY_LINEAR_SPLIT_QKV), "--out", tmp_path)  # fmt: skip
     (model,) = trained_models
-    assert parameter_counts(model)[0] == 2 * 6 * 64
+    assert parameter_counts(model)[0] == 2 * 6 * 64  # q, k, v, attn.c_proj, mlp.c_fc, mlp.c_proj: r² each
     for name, parameter in model.named_parameters():
         if parameter.requires_grad:
             assert name.endswith(".R")
@@ -118,7 +118,7 @@ def test_each_method_runs_at_its_own_default_rank_unless_told(checkpoint, data, 
     run_train("--init-from", checkpoint, "--data", data, "--method", "vera,loraxs", "--steps", "2", "--no-save",
               "--out", tmp_path)  # fmt: skip
     table = (tmp_path / "comparison-data.md").read_text()
-    assert "| vera | 256 | 2,624 |" in table and "| loraxs | 8 | 768 |" in table  # 2 x (4 x 256 + 96+32+128+32)
+    assert "| vera | 256 | 2,624 |" in table and "| loraxs | 8 | 512 |" in table  # 2 x (4 x 256 + 96+32+128+32)
 
 
 def test_shipped_generative_task_runs(checkpoint, tmp_path):
@@ -136,7 +136,7 @@ def test_loraxs_learns_from_a_pretrained_start_and_not_from_random_weights(tmp_p
         out = tmp_path / start
         run_train("--init-from", init_from, "--method", "loraxs", "--steps", "80", "--no-save", "--out", out)
         result = json.loads((out / "sentiment-loraxs-r8.json").read_text())
-        assert result["trainable_parameters"] == 8 * 6 * 8**2  # 8 blocks, 6 matrices (q, k, v split), r² each
+        assert result["trainable_parameters"] == 8 * 4 * 8**2  # 8 blocks, 4 layers, r² each
         test_accuracy[start] = result["accuracy"]["test"], result["zero_shot_accuracy"]["test"]
     (pretrained, zero_shot), (random, _) = test_accuracy["pretrained"], test_accuracy["random"]
     assert pretrained > zero_shot + 0.15 and pretrained > random + 0.15, test_accuracy  # measured: 0.73, 0.50, 0.50
@@ -201,7 +201,7 @@ def write_jsonl(path, lines):
 @pytest.mark.parametrize(
     "case, message",
     [
-        ("rank_too_large", "transformer.h.0.attn.c_attn.q: LoRA-XS rank 33 is too large"),
+        ("rank_too_large", "transformer.h.0.attn.c_attn: LoRA-XS rank 33 is too large"),
         ("bad_rank", "--rank lora=8,dora=2: 'dora' is not one of lora, vera, loraxs"),
         ("vera_alpha", "--alpha vera=2: 'vera' is not one of lora, loraxs"),
         ("unknown_target", "the target 'attn.q_proj' matches no linear layer"),

@@ -7,11 +7,12 @@ GPT-2 computes queries, keys and values with one matrix, c_attn (3C x C):
 
 An adapter on the fused matrix treats the three as one. For LoRA that is a
 choice among others, but for LoRA-XS it decides what can be learned: the top-r
-singular vectors of the stacked matrix lie almost entirely in the rows of
-W_q and W_k (96-100% of their mass in every block of the small pretrained
-model), so one SVD of c_attn leaves LoRA-XS almost no way to change the
-values. The paper's code adapts q, k and v separately, each with its own SVD
-and its own R.
+singular vectors of the stacked matrix lie mostly in the rows of W_q and W_k
+(91-99.5% of their mass in every block of the small pretrained model, at
+r = 8), so one SVD of c_attn leaves LoRA-XS little room to change the values.
+The paper's code adapts q, k and v separately, each with its own SVD and its
+own R. (Whether that matters is an experiment: on this project's two tasks
+the fused layer did better; README.md, "How the defaults were chosen".)
 
 `SplitQKV` replaces c_attn with three C x C `nn.Linear` layers named q, k and
 v, whose weights are the three row blocks of the fused weight (views: no copy,
