@@ -28,7 +28,7 @@ Why alpha = r for LoRA-XS: its A and B are frozen and R gets its gradient
 without a trained partner, so Adam moves every entry of R by about the
 learning rate per step, and the update s B R A moves in proportion to
 s = alpha / r. With alpha = r, s = 1 at every rank: a learning rate chosen at
-one rank means the same step at another. (LoRA's authors keep alpha fixed
+one rank moves each entry of R's contribution by the same step at another. (LoRA's authors keep alpha fixed
 instead, so that s = alpha / r shrinks as r grows; for LoRA, where B and A
 both train, that is what keeps the step similar across ranks.)
 """
