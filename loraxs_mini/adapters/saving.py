@@ -7,7 +7,7 @@ metadata, the AdapterConfig, the base model's name and shape, and checks.
 
 The frozen tensors (LoRA-XS's B and A, VeRA's random pair) are rebuilt when
 the file is loaded: B and A from the SVD of the base weights, the pair from
-its seed. That keeps files tiny (18 KB for LoRA-XS on GPT-2), but a rebuild
+its seed. That keeps files tiny (19 KB for LoRA-XS on GPT-2), but a rebuild
 can come out differently: where σ_r ≈ σ_{r+1} another machine's SVD may find
 another top-r subspace, and another random-number implementation another
 pair. So the file keeps a checksum of each frozen tensor, and loading refuses
@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from ..errors import LoraxsError
-from ..safetensors_file import load_file, save_file
+from ..safetensors_file import load_file, read_header, save_file
 from .config import AdapterConfig
 from .inject import adapted_layers, adapter_parameters, add_adapters, remove_adapters
 
@@ -89,9 +89,9 @@ def save_adapters(model, path, frozen=False):
     return Path(path).stat().st_size
 
 
-def read_adapter_file(path):
-    """(config, metadata, tensors) of an adapter file; refuses files that are not adapter files."""
-    tensors, metadata = load_file(path)
+def read_adapter_config(path):
+    """(config, metadata) of an adapter file, from its header alone; refuses files that are not adapter files."""
+    _, metadata, _ = read_header(path)
     try:
         saved = {key: json.loads(value) for key, value in metadata.items()}
     except ValueError:
@@ -105,7 +105,7 @@ def read_adapter_file(path):
         config = AdapterConfig(**saved["adapter_config"])
     except (TypeError, LoraxsError) as error:
         raise LoraxsError(f"{path}: its adapter_config is not valid ({error})") from None
-    return config, saved, tensors
+    return config, saved
 
 
 def load_adapters(model, path):
@@ -116,7 +116,7 @@ def load_adapters(model, path):
     already carries a different adapter, and frozen tensors that rebuild
     differently here. A refused load leaves the model exactly as it was.
     """
-    config, saved, tensors = read_adapter_file(path)
+    config, saved = read_adapter_config(path)
     shape = {key: getattr(model.config, key) for key in SHAPE_KEYS}
     if saved["base_shape"] != shape:
         raise LoraxsError(
@@ -148,7 +148,7 @@ def load_adapters(model, path):
             warnings.simplefilter("ignore")
             add_adapters(model, config)
     try:
-        copy_checked(model, tensors, saved, path)
+        copy_checked(model, load_file(path)[0], saved, path)
     except LoraxsError:
         if current is None:  # undo: the model goes back to exactly what it was
             remove_adapters(model)
