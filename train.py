@@ -1,20 +1,29 @@
 """
-Fine-tune GPT-2 on a toy task with one method, or compare several.
+Fine-tune GPT-2 on a toy task with one method, or compare several: at several
+ranks, over several seeds.
 
     python train.py --method loraxs --rank 8                 # LoRA-XS on the sentiment task
     python train.py --method all --task plural               # none, full, LoRA, VeRA, LoRA-XS, one table
-    python train.py --method all --rank lora=8,vera=256      # each method's rank (default: its authors')
-    python train.py --init-from ../shared/pretrained-small-gpt2 --method lora,loraxs
+    python train.py --method all --seeds 3                   # every accuracy as mean ± std over 3 seeds
+    python train.py --method lora,loraxs --seeds 3 --rank lora=1,4,16 loraxs=2,8,32     # a rank sweep
     torchrun --nproc_per_node 2 train.py --method loraxs     # data parallel
 
-For each method it prints the trainable parameter count and the zero-shot
-accuracy, trains with a progress bar, prints one summary line, and writes
-<out>/<task>-<method>-r<rank>.json (configuration, counts, accuracies,
-timings, memory) and the adapter file next to it. With several methods it also
-prints a Markdown table and writes it (and, with matplotlib, a plot) to <out>.
+Each run prints its AdapterConfig and trainable parameter count, trains with
+a progress bar, prints one summary line, and writes
+<out>/<task>-<method>-r<rank>[-seed<s>].json (configuration, counts,
+accuracies, timings, memory) and the adapter file next to it. With several
+runs it also writes the comparison (see loraxs_mini/compare.py):
+comparison-<task>.md, .json, .csv and, with matplotlib, .png.
+
+What does not depend on the run is done once: the base model is loaded once
+and copied for each run; zero-shot accuracy is scored once (LoRA and VeRA
+start exactly at the base model, LoRA-XS within a tolerance checked on every
+run); each LoRA-XS matrix's SVD is computed once, for the largest rank, and
+sliced for the smaller ones.
 """
 
 import argparse
+import copy
 import json
 import math
 import os
@@ -24,6 +33,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 
 from loraxs_mini.adapters import (
     ADAPTER_METHODS,
@@ -31,11 +41,14 @@ from loraxs_mini.adapters import (
     METHODS,
     SVD_METHODS,
     AdapterConfig,
+    SVDCache,
     add_adapters,
+    check_adapters,
     parameter_counts,
     save_adapters,
 )
-from loraxs_mini.data import check_fits, load_task
+from loraxs_mini.compare import human_bytes, human_seconds, write_comparison
+from loraxs_mini.data import check_fits, load_task, make_batch
 from loraxs_mini.errors import LoraxsError, friendly_errors
 from loraxs_mini.files import atomic_write
 from loraxs_mini.finetune import (
@@ -51,14 +64,20 @@ from loraxs_mini.finetune import (
 from loraxs_mini.measure import peak_memory_bytes
 from loraxs_mini.pretrained import load_base_model
 
+# The zero-shot accuracy of the base model stands for every run whose adapters, as added, move no log-probability
+# by more than this. LoRA and VeRA move none (B = 0, b = 0); LoRA-XS's R ~ N(0, 1e-5²) moved the small pretrained
+# model's by at most 2e-3 at r = 8 and 8e-3 at r = 64 (README.md). A run beyond it scores its own zero-shot.
+ZERO_SHOT_TOLERANCE = 2e-2
+
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description="Fine-tune GPT-2 with LoRA, VeRA, LoRA-XS or fully; compare them.")
     parser.add_argument("--method", default="loraxs", help=f"one of {', '.join(METHODS)}, a comma list, or 'all'")
     defaults = ", ".join(f"{method} {rank}" for method, rank in DEFAULT_RANK.items())
     parser.add_argument(
-        "--rank", default=None, help=f"adapter rank r, for every method (8) or each (lora=8,vera=256); {defaults}"
-    )
+        "--rank", nargs="+", default=None, help="adapter rank(s), for every method (8, or 4,8) or each "
+        f"(lora=8,vera=256, or lora=1,4,16 loraxs=2,8,32 for a sweep); default {defaults}",
+    )  # fmt: skip
     parser.add_argument(
         "--alpha", default=None, help="LoRA / LoRA-XS scale, update x alpha/r, for both or each (lora=16); "
         "default: LoRA 8, LoRA-XS alpha = r",
@@ -82,7 +101,10 @@ def parse_args(argv=None):
     budget.add_argument("--epochs", type=float, default=None, help="passes over the training split, instead of steps")
     parser.add_argument("--lr", type=float, default=None, help="learning rate (default: per method, see README)")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="examples per step, all devices")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="the seed of the adapters' start and the data order")
+    parser.add_argument(
+        "--seeds", default=None, help="repeat every run with N seeds (--seed, --seed + 1, ...) or with these (0,3,7)"
+    )
     parser.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model for training")
     parser.add_argument("--out", default="out", help="results folder (default out/)")
@@ -98,6 +120,9 @@ def chosen_methods(text):
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
         raise LoraxsError(f"unknown method {', '.join(unknown) or text!r}; choose from {', '.join(METHODS)} or 'all'")
+    twice = sorted({m for m in methods if methods.count(m) > 1})
+    if twice:
+        raise LoraxsError(f"--method lists {', '.join(twice)} twice; name each method once")
     return methods
 
 
@@ -109,32 +134,82 @@ def check_numbers(args):
             raise LoraxsError(f"{name} must be positive, got {value}")
 
 
-def per_method(text, flag, kind, methods):
-    """'8' -> the same value for each of `methods`; 'lora=8,vera=256' -> one value for each method named."""
-    if text is None:
+def whole_numbers(items, flag):
+    try:
+        return [int(item) for item in items]
+    except ValueError:
+        raise LoraxsError(f"{flag}: {', '.join(items)} must be whole numbers") from None
+
+
+def per_method(words, flag, methods):
+    """
+    A flag's value for each method, as lists of numbers (strings):
+        8  or  4,8                      the same list for every method in `methods`
+        lora=8,vera=256                 one list per method named
+        lora=1,4,16 loraxs=2,8,32       the same, as separate words (a sweep)
+    """
+    if words is None:
         return {}
-    pairs = [item.partition("=") for item in text.split(",")] if "=" in text else [(m, "=", text) for m in methods]
-    values = {}
-    for method, _, value in pairs:
-        if method.strip() not in methods:
-            raise LoraxsError(f"{flag} {text}: {method.strip()!r} is not one of {', '.join(methods)}")
-        try:
-            values[method.strip()] = kind(value)
-        except ValueError:
-            expected = "a whole number" if kind is int else "a number"
-            raise LoraxsError(f"{flag} {text}: {value!r} is not {expected}") from None
+    text = ",".join(words) if isinstance(words, list) else words
+    items = [item.strip() for item in text.split(",")]
+    if "=" not in text:
+        return dict.fromkeys(methods, items)
+    if "=" not in items[0]:
+        raise LoraxsError(f"{flag} {text}: begin with a method name, as in lora=8")
+    values, method = {}, None
+    for item in items:
+        if "=" in item:
+            method, _, item = (part.strip() for part in item.partition("="))
+            if method not in methods:
+                raise LoraxsError(f"{flag} {text}: {method!r} is not one of {', '.join(methods)}")
+            if method in values:
+                raise LoraxsError(f"{flag} {text}: {method} is listed twice; give all its values at once")
+            values[method] = []
+        values[method].append(item)
+    for method, items in values.items():
+        if "" in items:
+            raise LoraxsError(f"{flag} {text}: an empty value for {method}")
     return values
 
 
-def adapter_configs(args, methods):
-    """One AdapterConfig per method, from the flags: every setting is checked here, before anything is loaded."""
-    ranks = per_method(args.rank, "--rank", int, ADAPTER_METHODS)
-    alphas = per_method(args.alpha, "--alpha", float, ("lora", "loraxs"))  # VeRA has no alpha
-    targets = args.targets.split(",") if args.targets else None
-    return {
-        method: AdapterConfig(method, ranks.get(method), alphas.get(method), targets, args.dropout, args.seed, args.svd)
-        for method in methods
+def chosen_seeds(args):
+    """--seeds N: N seeds from --seed on; --seeds 0,3,7: these; neither: --seed alone."""
+    if args.seeds is None:
+        return [args.seed]
+    items = [item.strip() for item in args.seeds.split(",")]
+    seeds = whole_numbers(items, "--seeds")
+    if len(seeds) == 1:
+        if seeds[0] < 1:
+            raise LoraxsError(f"--seeds must be at least 1, got {seeds[0]}")
+        seeds = list(range(args.seed, args.seed + seeds[0]))
+    if len(set(seeds)) < len(seeds) or min(seeds) < 0:
+        raise LoraxsError(f"--seeds {args.seeds}: give different seeds, none negative")
+    return seeds
+
+
+def plan_runs(args):
+    """Every run of the command, one AdapterConfig each: all settings are checked here, before anything loads."""
+    ranks = {
+        method: whole_numbers(items, "--rank")
+        for method, items in per_method(args.rank, "--rank", ADAPTER_METHODS).items()
     }
+    for method, values in ranks.items():
+        if len(set(values)) < len(values):
+            raise LoraxsError(f"--rank: a rank of {method} is listed twice")
+    alphas = per_method(args.alpha, "--alpha", ("lora", "loraxs"))  # VeRA has no alpha
+    if any(len(items) > 1 for items in alphas.values()):
+        raise LoraxsError(f"--alpha {args.alpha}: one alpha per method")
+    try:
+        alphas = {method: float(items[0]) for method, items in alphas.items()}
+    except ValueError:
+        raise LoraxsError(f"--alpha {args.alpha}: give numbers") from None
+    targets = args.targets.split(",") if args.targets else None
+    runs = []
+    for method in chosen_methods(args.method):
+        for rank in ranks.get(method, [None]) if method in ADAPTER_METHODS else [None]:
+            for seed in chosen_seeds(args):
+                runs.append(AdapterConfig(method, rank, alphas.get(method), targets, args.dropout, seed, args.svd))
+    return runs
 
 
 def start_distributed(device):
@@ -149,37 +224,35 @@ def start_distributed(device):
     return device
 
 
-def human_bytes(n):
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
+def run_name(task_name, adapter, seeded):
+    """sentiment-loraxs-r8, sentiment-full, or with --seeds sentiment-loraxs-r8-seed1: what names a run's files."""
+    name = f"{task_name}-{adapter.method}" + (f"-r{adapter.rank}" if adapter.rank else "")
+    return name + (f"-seed{adapter.seed}" if seeded else "")
 
 
-def human_seconds(seconds):
-    return f"{seconds:.1f}s" if seconds < 60 else f"{int(seconds // 60)}m{seconds % 60:04.1f}s"
+@torch.no_grad()
+def initial_change(model, base, probe):
+    """The largest change of any log-probability on the probe batch: how far the adapters moved the model at start."""
+    model.eval()
+    before, after = (F.log_softmax(m(probe)[0].float(), dim=-1) for m in (base, model))
+    return (after - before).abs().max().item()
 
 
-def run_name(task_name, adapter):
-    """sentiment-loraxs-r8, or sentiment-full: what names a run's files."""
-    return f"{task_name}-{adapter.method}" + (f"-r{adapter.rank}" if adapter.rank else "")
-
-
-def run_method(adapter, args, task, device, say):
-    """Train one method from a fresh base model; returns its results dict."""
+def run_one(adapter, base, zero_shot, svd_cache, args, task, device, say, name):
+    """Add `adapter` to a copy of the base model, train it, score it; returns its results dict."""
     method = adapter.method
     started = time.perf_counter()
-    say(f"\n== {run_name(task.name, adapter)}")
-    torch.manual_seed(args.seed)
-    model = load_base_model(args.init_from, verbose=False).to(device)
-    check_fits(task, model.config.block_size)
-    add_adapters(model, adapter, progress=world()[0] == 0)
+    torch.manual_seed(adapter.seed)
+    model = add_adapters(copy.deepcopy(base), adapter, progress=world()[0] == 0, svd_cache=svd_cache)
     if adapter.rank:
         say(str(adapter))
-    trainable, base = parameter_counts(model)
-    say(f"{trainable:,} trainable parameters: {100 * trainable / base:.4g}% of the {base:,} in {model.config.name}")
+    trainable, base_count = parameter_counts(model)
+    say(f"{trainable:,} trainable parameters: {100 * trainable / base_count:.4g}% of the {base_count:,} in "
+        f"{model.config.name}")  # fmt: skip
 
-    zero_shot = {split: accuracy(model, task, split, device, progress=True) for split in ("validation", "test")}
+    change = initial_change(model, base, make_batch(task.splits["validation"][:16], device)[0])
+    if change > ZERO_SHOT_TOLERANCE:  # this start is not the base model: score its own zero-shot accuracy
+        zero_shot = {split: accuracy(model, task, split, device, progress=True) for split in ("validation", "test")}
     say(f"zero-shot accuracy: validation {zero_shot['validation']:.3f}, test {zero_shot['test']:.3f}")
 
     steps = args.steps or DEFAULT_STEPS
@@ -189,9 +262,10 @@ def run_method(adapter, args, task, device, say):
         steps=steps,
         batch_size=args.batch_size,
         learning_rate=args.lr or DEFAULT_LEARNING_RATES.get(method, 0.0),
-        seed=args.seed,
+        seed=adapter.seed,
     )
     training = {"losses": [], "tokens": 0, "seconds": 0.0, "tokens_per_second": 0.0}
+    final = zero_shot  # "none" trains nothing: its accuracy is the zero-shot one
     if method != "none":
         trained = model
         if world()[1] > 1:
@@ -201,29 +275,30 @@ def run_method(adapter, args, task, device, say):
         if args.compile:
             trained = torch.compile(trained)
         training = finetune(trained, task, config, device)
-    final = {split: accuracy(model, task, split, device, progress=True) for split in ("validation", "test")}
+        final = {split: accuracy(model, task, split, device, progress=True) for split in ("validation", "test")}
 
     adapter_file, adapter_bytes = None, 0
     if method != "none" and not args.no_save and world()[0] == 0:
-        adapter_file = Path(args.out) / f"{run_name(task.name, adapter)}.safetensors"
+        adapter_file = Path(args.out) / f"{name}.safetensors"
         adapter_bytes = save_adapters(model, adapter_file, frozen=args.save_frozen)
     losses = training["losses"]
     return {
         "task": task.name,
         "method": method,
         "rank": adapter.rank,
+        "seed": adapter.seed,
         "adapter_config": adapter.to_dict(),
         "init_from": args.init_from,
         "base_model": model.config.name,
         "steps": steps if method != "none" else 0,
         "batch_size": args.batch_size,
         "learning_rate": config.learning_rate,
-        "seed": args.seed,
         "device": device,
         "processes": world()[1],
         "trainable_parameters": trainable,
-        "base_parameters": base,
-        "trainable_share": trainable / base,
+        "base_parameters": base_count,
+        "trainable_share": trainable / base_count,
+        "initial_change": change,
         "zero_shot_accuracy": zero_shot,
         "accuracy": final,
         "first_loss": losses[0] if losses else None,
@@ -250,59 +325,12 @@ def summary_line(result):
     return line
 
 
-def comparison_table(results):
-    rows = [
-        "| method | rank | trainable parameters | share of the model | adapter on disk | zero-shot test acc. "
-        "| test acc. | training time |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for r in results:
-        rank = str(r["rank"]) if r["method"] in ADAPTER_METHODS else "-"
-        size = human_bytes(r["adapter_bytes"]) if r["adapter_file"] else "-"
-        rows.append(
-            f"| {r['method']} | {rank} | {r['trainable_parameters']:,} | {100 * r['trainable_share']:.4g}% | {size} "
-            f"| {r['zero_shot_accuracy']['test']:.3f} | {r['accuracy']['test']:.3f} "
-            f"| {human_seconds(r['training_seconds'])} |"
-        )
-    return "\n".join(rows) + "\n"
-
-
-def plot_comparison(results, path):
-    """Test accuracy against trainable parameters (log scale), if matplotlib is installed."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    trained = [r for r in results if r["trainable_parameters"] > 0]
-    figure, axes = plt.subplots(figsize=(6, 4))
-    for index, r in enumerate(trained):
-        point = (r["trainable_parameters"], r["accuracy"]["test"])
-        axes.scatter(*point, s=40)
-        label = r["method"] + (f" r={r['rank']}" if r["method"] in ADAPTER_METHODS else "")
-        axes.annotate(label, point, textcoords="offset points", xytext=(6, 8 if index % 2 else -14))  # alternate
-    for r in results:
-        if r["method"] == "none":
-            axes.axhline(r["accuracy"]["test"], color="gray", linestyle="--", label="zero-shot (none)")
-            axes.legend(loc="lower right")
-    axes.set_xscale("log")
-    axes.set_xlabel("trainable parameters (log scale)")
-    axes.set_ylabel("test accuracy")
-    axes.set_title(f"{results[0]['task']} on {results[0]['base_model']}")
-    axes.grid(True, alpha=0.3)
-    figure.tight_layout()
-    with atomic_write(path) as file:
-        figure.savefig(file, format="png", dpi=120)
-    plt.close(figure)
-    return path
-
-
 def main(argv=None):
+    started = time.perf_counter()
     args = parse_args(argv)
     check_numbers(args)
-    adapters = adapter_configs(args, chosen_methods(args.method))
+    runs = plan_runs(args)
+    seeded = args.seeds is not None
     device = start_distributed(pick_device(args.device))
     process, world_size = world()  # this process's number under torchrun (0 alone), and how many there are
     if args.batch_size < world_size:
@@ -314,22 +342,38 @@ def main(argv=None):
 
     task = load_task(args.data or args.task)
     say(task.describe())
+    base = load_base_model(args.init_from, verbose=False).to(device).eval()  # loaded once, copied for each run
+    check_fits(task, base.config.block_size)
+    for adapter in runs:  # every rank and target checked against the model before anything trains
+        check_adapters(base, adapter)
+    loraxs_ranks = [adapter.rank for adapter in runs if adapter.method == "loraxs"]
+    svd_cache = SVDCache(max(loraxs_ranks)) if loraxs_ranks else None
+    zero_shot = {split: accuracy(base, task, split, device, progress=True) for split in ("validation", "test")}
+
     results = []
-    for adapter in adapters.values():
-        result = run_method(adapter, args, task, device, say)
+    for number, adapter in enumerate(runs, 1):
+        name = run_name(task.name, adapter, seeded)
+        say(f"\n== {name}" + (f" (run {number} of {len(runs)})" if len(runs) > 1 else ""))
+        result = run_one(adapter, base, zero_shot, svd_cache, args, task, device, say, name)
         results.append(result)
         if process == 0:
-            with atomic_write(Path(args.out) / f"{run_name(task.name, adapter)}.json", "w") as file:
+            with atomic_write(Path(args.out) / f"{name}.json", "w") as file:
                 json.dump(result, file, indent=2)
         say(summary_line(result))
+    seconds = time.perf_counter() - started
     if len(results) > 1 and process == 0:
-        table = comparison_table(results)
-        print("\n" + table)
-        base = Path(args.out) / f"comparison-{task.name}"
-        with atomic_write(base.with_suffix(".md"), "w") as file:
-            file.write(table)
-        plot = plot_comparison(results, base.with_suffix(".png"))
-        print(f"wrote {base.with_suffix('.md')}" + (f" and {plot}" if plot else " (pip install matplotlib for a plot)"))
+        seeds = len(chosen_seeds(args))
+        title = (
+            f"{task.name} on {base.config.name}: {seeds} seed{'s' * (seeds > 1)}, {results[-1]['steps']} steps of "
+            f"{args.batch_size} examples"
+        )
+        facts = {"task": task.name, "base_model": base.config.name, "runs": len(results), "wall_seconds": seconds}
+        text, words, plot = write_comparison(results, Path(args.out) / f"comparison-{task.name}", title, facts)
+        print(f"\n{title}\n\n{text}\n" + "\n".join(words))
+        per_run = human_seconds(seconds / len(results))
+        plot_note = " and .png" if plot else " (pip install matplotlib for a plot)"
+        print(f"\n{len(results)} runs in {human_seconds(seconds)} ({per_run} a run); wrote {args.out}/comparison-"
+              f"{task.name}.md, .json, .csv{plot_note}")  # fmt: skip
     if dist.is_initialized():
         dist.destroy_process_group()
 

@@ -25,6 +25,7 @@ from .config import (
 from .inject import (
     adapted_layers,
     add_adapters,
+    check_adapters,
     describe_parameters,
     find_targets,
     merge_adapters,
@@ -32,7 +33,7 @@ from .inject import (
     remove_adapters,
 )
 from .lora import LoRALinear
-from .loraxs import LoRAXSLinear
+from .loraxs import LoRAXSLinear, SVDCache
 from .qkv import SplitQKV
 from .saving import load_adapters, save_adapters
 from .svd import SVD_METHODS, truncated_svd
@@ -40,7 +41,8 @@ from .vera import VeRALinear, VeRAProjections
 
 __all__ = [
     "ADAPTER_METHODS", "DEFAULT_RANK", "DEFAULT_TARGETS", "EVERY_LINEAR", "EVERY_LINEAR_SPLIT_QKV", "METHODS",
-    "AdaptedLinear", "AdapterConfig", "LoRALinear", "LoRAXSLinear", "SplitQKV", "VeRALinear", "VeRAProjections",
-    "adapted_layers", "add_adapters", "describe_parameters", "find_targets", "load_adapters", "merge_adapters",
-    "parameter_counts", "remove_adapters", "save_adapters", "SVD_METHODS", "truncated_svd",
+    "AdaptedLinear", "AdapterConfig", "LoRALinear", "LoRAXSLinear", "SplitQKV", "SVDCache", "VeRALinear",
+    "VeRAProjections", "adapted_layers", "add_adapters", "check_adapters", "describe_parameters", "find_targets",
+    "load_adapters", "merge_adapters", "parameter_counts", "remove_adapters", "save_adapters", "SVD_METHODS",
+    "truncated_svd",
 ]  # fmt: skip

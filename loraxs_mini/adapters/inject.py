@@ -81,7 +81,7 @@ def find_targets(model, patterns=EVERY_LINEAR):
     return {name: layer for name, layer in layers.items() if name in chosen}
 
 
-def add_adapters(model, config, *, progress=False, **settings):
+def add_adapters(model, config, *, progress=False, svd_cache=None, **settings):
     """
     Wrap the target layers of `model` with an adapter and freeze the rest.
     `config` is an AdapterConfig, or a method name with its settings as
@@ -90,22 +90,14 @@ def add_adapters(model, config, *, progress=False, **settings):
 
     Returns the same model, changed in place, with `model.adapter_config` set.
     `progress` shows a bar over the layers: LoRA-XS computes an SVD for each
-    (seconds for GPT-2, minutes for gpt2-xl on a CPU).
+    (seconds for GPT-2, minutes for gpt2-xl on a CPU). `svd_cache`, an
+    SVDCache, lets LoRA-XS runs on copies of one model share those SVDs.
     """
     if isinstance(config, str):
         config = AdapterConfig(config, **settings)
     elif settings:
         raise LoraxsError("give the settings in the AdapterConfig or as keywords after a method name, not both")
-    if adapted_layers(model) or getattr(model, "adapter_config", None) is not None:
-        raise LoraxsError("this model already has adapters; start from a fresh model to add others")
-    layers = find_targets(model, config.targets) if config.method in ADAPTER_METHODS else {}
-    # Check everything before changing anything: after an error the model is exactly as it was.
-    if config.method == "loraxs":
-        for name, layer in layers.items():
-            try:
-                check_loraxs_rank(layer, config.rank)
-            except LoraxsError as error:
-                raise LoraxsError(f"{name}: {error}") from None
+    layers = check_adapters(model, config)  # everything is checked before anything changes
 
     model.requires_grad_(config.method == "full")  # adapters bring their own trainable tensors; all else is frozen
     model.adapter_config = config
@@ -126,12 +118,30 @@ def add_adapters(model, config, *, progress=False, **settings):
         elif config.method == "vera":
             adapter = VeRALinear(layer, projections, config.dropout)
         else:
-            adapter = LoRAXSLinear(layer, config.rank, config.alpha, config.dropout, generator, config.svd)
+            triplets = svd_cache.get(name, layer.weight, config.svd) if svd_cache is not None else None
+            adapter = LoRAXSLinear(layer, config.rank, config.alpha, config.dropout, generator, config.svd, triplets)
         replace_module(model, name, adapter)
 
     if config.method == "loraxs":
         warn_about_narrow_gaps({name: model.get_submodule(name) for name in layers})
     return model
+
+
+def check_adapters(model, config):
+    """
+    Can `config` be added to `model`? Raises a LoraxsError if not, and changes
+    nothing either way. Returns the target layers (name -> layer).
+    """
+    if adapted_layers(model) or getattr(model, "adapter_config", None) is not None:
+        raise LoraxsError("this model already has adapters; start from a fresh model to add others")
+    layers = find_targets(model, config.targets) if config.method in ADAPTER_METHODS else {}
+    if config.method == "loraxs":
+        for name, layer in layers.items():
+            try:
+                check_loraxs_rank(layer, config.rank)
+            except LoraxsError as error:
+                raise LoraxsError(f"{name}: {error}") from None
+    return layers
 
 
 def warn_about_narrow_gaps(layers):

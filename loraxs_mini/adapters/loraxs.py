@@ -54,15 +54,43 @@ def check_loraxs_rank(layer, rank):
         )
 
 
+def loraxs_svd(W, rank, method="gram"):
+    """
+    The top triplets LoRA-XS needs at `rank`: one more than r when the matrix
+    has it, to see the gap after σ_r. Any larger number of top triplets works
+    too: B and A at rank r are their first r columns and rows.
+    """
+    return truncated_svd(W, min(rank + 1, *W.shape), method)  # float32 (see svd.py)
+
+
+class SVDCache:
+    """
+    Each matrix's top singular triplets, computed once for the largest rank a
+    sweep needs and sliced for the smaller ones: the SVD of W depends on
+    neither the seed nor the rank. Keyed by layer name, so it serves copies of
+    one base model only. The randomized SVD is not cached: what it finds
+    depends on how many triplets it is asked for.
+    """
+
+    def __init__(self, max_rank):
+        self.max_rank, self.triplets = max_rank, {}
+
+    def get(self, name, W, method):
+        if method == "randomized":
+            return None
+        if (name, method) not in self.triplets:
+            self.triplets[name, method] = loraxs_svd(W, self.max_rank, method)
+        return self.triplets[name, method]
+
+
 class LoRAXSLinear(AdaptedLinear):
-    def __init__(self, base, rank, alpha, dropout=0.0, generator=None, svd="gram"):
+    def __init__(self, base, rank, alpha, dropout=0.0, generator=None, svd="gram", triplets=None):
+        """`triplets`: the SVD of base.weight already computed at rank r or more (SVDCache), or None to compute it."""
         check_loraxs_rank(base, rank)
         super().__init__(base, rank, dropout)
         self.scaling = alpha / rank
-        # One triplet more than r (when the layer has one) shows the gap after σ_r; see the top of the file.
-        extra = 1 if rank < min(self.in_features, self.out_features) else 0
-        U, S, Vh = truncated_svd(base.weight, rank + extra, svd)  # float32 (see svd.py)
-        self.gap = (S[rank - 1] / S[rank]).item() if extra and not S.is_meta else math.inf  # σ_r / σ_{r+1}
+        U, S, Vh = loraxs_svd(base.weight, rank, svd) if triplets is None else triplets
+        self.gap = (S[rank - 1] / S[rank]).item() if len(S) > rank and not S.is_meta else math.inf  # σ_r / σ_{r+1}
         # Frozen: buffers, not parameters. Rebuilt from W when an adapter file is loaded, unless stored in it.
         self.register_buffer("B", U[:, :rank].contiguous(), persistent=False)  # out x r: U_r
         self.register_buffer("A", S[:rank, None] * Vh[:rank], persistent=False)  # r x in: Σ_r V_rᵀ

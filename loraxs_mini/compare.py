@@ -1,0 +1,194 @@
+"""
+Comparing runs: many runs in (methods x ranks x seeds), one honest summary out.
+
+The runs are grouped by configuration, (method, rank), and each accuracy is
+reported as the mean and standard deviation over the seeds:
+
+    mean = (1/n) Σ a_i          std = sqrt(Σ (a_i - mean)² / (n - 1))          n seeds
+
+One seed gives no spread, and a difference between two methods means nothing
+until it is larger than the spread. Here two methods are ranked only when
+their error bars do not overlap,
+
+    |mean_a - mean_b| > std_a + std_b,
+
+comparing each method's best configuration, chosen on the validation split,
+by its test accuracy.
+
+Out come a Markdown table, the same numbers as JSON and CSV, the summary in
+plain words, and, with matplotlib, the curve the LoRA-XS paper draws: test
+accuracy against trainable parameters (log scale), one line per method.
+"""
+
+import csv
+import io
+import itertools
+import json
+import statistics
+
+from .adapters import METHODS
+from .files import atomic_write
+
+
+def human_bytes(n):
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+
+
+def human_seconds(seconds):
+    return f"{seconds:.1f}s" if seconds < 60 else f"{int(seconds // 60)}m{seconds % 60:04.1f}s"
+
+
+def spread(values):
+    """{mean, std, values}; std is None for a single value (one seed: no spread)."""
+    return {
+        "mean": statistics.mean(values),
+        "std": statistics.stdev(values) if len(values) > 1 else None,
+        "values": values,
+    }
+
+
+def aggregate(results):
+    """One row per (method, rank), in the order of METHODS and then rank, with every seed's results in it."""
+    groups = {}
+    for result in results:
+        groups.setdefault((result["method"], result["rank"]), []).append(result)
+    rows = []
+    for (method, rank), runs in sorted(groups.items(), key=lambda item: (METHODS.index(item[0][0]), item[0][1] or 0)):
+        first = runs[0]
+        rows.append(
+            {
+                "method": method,
+                "rank": rank,
+                "label": method + (f" r={rank}" if rank else ""),
+                "trainable_parameters": first["trainable_parameters"],
+                "trainable_share": first["trainable_share"],
+                "adapter_bytes": first["adapter_bytes"] or None,
+                "seeds": [run["seed"] for run in runs],
+                "zero_shot_test": first["zero_shot_accuracy"]["test"],
+                "test": spread([run["accuracy"]["test"] for run in runs]),
+                "validation": spread([run["accuracy"]["validation"] for run in runs]),
+                "training_seconds": statistics.mean(run["training_seconds"] for run in runs),
+            }
+        )
+    return rows
+
+
+def mean_and_spread(accuracy):
+    return f"{accuracy['mean']:.3f}" + (f" ± {accuracy['std']:.3f}" if accuracy["std"] is not None else "")
+
+
+def table(rows):
+    lines = [
+        "| method | rank | trainable parameters | share of the model | adapter on disk | zero-shot test acc. "
+        "| test acc. | validation acc. | seeds | training time |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        size = human_bytes(row["adapter_bytes"]) if row["adapter_bytes"] else "-"
+        lines.append(
+            f"| {row['method']} | {row['rank'] or '-'} | {row['trainable_parameters']:,} "
+            f"| {100 * row['trainable_share']:.4g}% | {size} | {row['zero_shot_test']:.3f} "
+            f"| {mean_and_spread(row['test'])} | {mean_and_spread(row['validation'])} | {len(row['seeds'])} "
+            f"| {human_seconds(row['training_seconds'])} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def summary(rows):
+    """Sentences: for each pair of methods, is the difference in test accuracy larger than the spread?"""
+    if any(row["test"]["std"] is None for row in rows):
+        return ["One seed per configuration: no spread to judge the differences by. Run with --seeds 3 to rank."]
+    best = {}  # method -> its configuration with the best mean validation accuracy
+    for row in rows:
+        if row["method"] not in best or row["validation"]["mean"] > best[row["method"]]["validation"]["mean"]:
+            best[row["method"]] = row
+    lines = []
+    for a, b in itertools.combinations(best.values(), 2):
+        if b["test"]["mean"] > a["test"]["mean"]:
+            a, b = b, a
+        difference, spreads = a["test"]["mean"] - b["test"]["mean"], a["test"]["std"] + b["test"]["std"]
+        scores = f"{mean_and_spread(a['test'])} against {mean_and_spread(b['test'])}"
+        if difference > spreads:
+            lines.append(
+                f"{a['label']} beats {b['label']}: {scores}, a difference of {difference:.3f}, "
+                f"more than their spreads together ({spreads:.3f})."
+            )
+        else:
+            lines.append(
+                f"{a['label']} and {b['label']} cannot be ranked: {scores}, a difference of {difference:.3f}, "
+                f"within their spreads together ({spreads:.3f})."
+            )
+    return lines
+
+
+def to_csv(rows):
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(
+        ["method", "rank", "trainable_parameters", "trainable_share", "adapter_bytes", "seeds", "zero_shot_test",
+         "test_mean", "test_std", "validation_mean", "validation_std", "training_seconds"]
+    )  # fmt: skip
+    for row in rows:
+        writer.writerow(
+            [row["method"], row["rank"] or "", row["trainable_parameters"], row["trainable_share"],
+             row["adapter_bytes"] or "", len(row["seeds"]), row["zero_shot_test"], row["test"]["mean"],
+             "" if row["test"]["std"] is None else row["test"]["std"], row["validation"]["mean"],
+             "" if row["validation"]["std"] is None else row["validation"]["std"], row["training_seconds"]]
+        )  # fmt: skip
+    return text.getvalue()
+
+
+def plot(rows, path, title):
+    """Test accuracy (mean ± std) against trainable parameters, log scale; None without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    for method in ("lora", "vera", "loraxs"):  # a line per adapter, through its ranks
+        points = sorted((row for row in rows if row["method"] == method), key=lambda row: row["trainable_parameters"])
+        if not points:
+            continue
+        x = [row["trainable_parameters"] for row in points]
+        y = [row["test"]["mean"] for row in points]
+        error = [row["test"]["std"] or 0.0 for row in points]
+        line = axes.errorbar(x, y, yerr=error, marker="o", capsize=3, label=method)
+        for row, xi, yi in zip(points, x, y):
+            axes.annotate(f"r={row['rank']}", (xi, yi), textcoords="offset points", xytext=(4, 6), fontsize=7,
+                          color=line[0].get_color())  # fmt: skip
+    for row in rows:
+        if row["method"] == "full":
+            point, error = (row["trainable_parameters"], row["test"]["mean"]), row["test"]["std"] or 0.0
+            axes.errorbar(*point, yerr=error, marker="*", markersize=12, color="black", label="full fine-tuning")
+        if row["method"] == "none":
+            axes.axhline(row["test"]["mean"], color="gray", linestyle="--", label="zero-shot")
+    axes.set_xscale("log")
+    axes.set_xlabel("trainable parameters (log scale)")
+    axes.set_ylabel("test accuracy (mean ± std over seeds)")
+    axes.set_title(title, fontsize=10)
+    axes.grid(True, alpha=0.3)
+    axes.legend(loc="best", fontsize=8)
+    figure.tight_layout()
+    with atomic_write(path) as file:
+        figure.savefig(file, format="png", dpi=120)
+    plt.close(figure)
+    return path
+
+
+def write_comparison(results, base, title, extra=None):
+    """Write base.md, .json, .csv (and .png with matplotlib); return (table, summary lines, plot path or None)."""
+    rows = aggregate(results)
+    text, words = table(rows), summary(rows)
+    with atomic_write(base.with_suffix(".md"), "w") as file:
+        file.write(f"{title}\n\n{text}\n" + "".join(f"- {line}\n" for line in words))
+    with atomic_write(base.with_suffix(".json"), "w") as file:
+        json.dump({"title": title, **(extra or {}), "rows": rows, "summary": words}, file, indent=2)
+    with atomic_write(base.with_suffix(".csv"), "w") as file:
+        file.write(to_csv(rows))
+    return text, words, plot(rows, base.with_suffix(".png"), title)

@@ -1,0 +1,145 @@
+"""Seeds and rank sweeps in train.py: the plan, the shared work, the aggregate files, the words, and bad input."""
+
+import copy
+import csv
+import json
+import statistics
+
+import pytest
+import torch
+
+import train
+from conftest import tiny_gpt
+from loraxs_mini import LoraxsError
+from loraxs_mini.adapters import EVERY_LINEAR_SPLIT_QKV, SVDCache, adapted_layers, add_adapters
+from loraxs_mini.compare import aggregate, summary
+
+
+def run_train(*args):
+    return train.main([str(arg) for arg in args])
+
+
+def seed_of(result):
+    return result["seed"]
+
+
+def test_a_tiny_sweep_writes_an_aggregate_that_matches_its_runs(tmp_path, monkeypatch):
+    loads = []
+    real_load = train.load_base_model
+    monkeypatch.setattr(train, "load_base_model", lambda *a, **k: loads.append(a) or real_load(*a, **k))
+    out = tmp_path / "out"
+    run_train("--init-from", "random:tiny", "--method", "lora,loraxs", "--rank", "lora=2,4", "loraxs=2,4",
+              "--seeds", "2", "--steps", "3", "--lr", "0.05", "--no-save", "--out", out)  # fmt: skip
+    assert len(loads) == 1  # one base model for the 8 runs, copied for each
+    runs = {path.stem: json.loads(path.read_text()) for path in out.glob("sentiment-*-seed*.json")}
+    assert sorted(runs) == [f"sentiment-{m}-r{r}-seed{s}" for m in ("lora", "loraxs") for r in (2, 4) for s in (0, 1)]
+    assert {run["seed"] for run in runs.values()} == {0, 1}
+
+    aggregate_json = json.loads((out / "comparison-sentiment.json").read_text())
+    rows = {(row["method"], row["rank"]): row for row in aggregate_json["rows"]}
+    assert sorted(rows) == [("lora", 2), ("lora", 4), ("loraxs", 2), ("loraxs", 4)]
+    with open(out / "comparison-sentiment.csv") as file:
+        csv_rows = {(row["method"], int(row["rank"])): row for row in csv.DictReader(file)}
+    table = (out / "comparison-sentiment.md").read_text()
+    for (method, rank), row in rows.items():
+        own = sorted((run for run in runs.values() if (run["method"], run["rank"]) == (method, rank)), key=seed_of)
+        test = [run["accuracy"]["test"] for run in own]
+        assert row["test"]["values"] == test and row["seeds"] == [0, 1]
+        assert row["test"]["mean"] == pytest.approx(statistics.mean(test))
+        assert row["test"]["std"] == pytest.approx(statistics.stdev(test))
+        assert row["trainable_parameters"] == own[0]["trainable_parameters"]
+        assert float(csv_rows[method, rank]["test_mean"]) == pytest.approx(statistics.mean(test))
+        assert float(csv_rows[method, rank]["test_std"]) == pytest.approx(statistics.stdev(test))
+        assert f"| {method} | {rank} | {own[0]['trainable_parameters']:,} |" in table
+    rows_of_table = "".join(line for line in table.splitlines() if line.startswith("| lora"))
+    assert rows_of_table.count(" ± ") == 2 * 4  # test and validation accuracy of every configuration
+    assert aggregate_json["summary"] and "lora r=" in aggregate_json["summary"][0]
+    assert (out / "comparison-sentiment.png").stat().st_size > 0 or pytest.importorskip("matplotlib") is None
+
+
+def test_zero_shot_is_scored_once_unless_a_start_moves_the_model(tmp_path, monkeypatch):
+    scored = []
+    real_accuracy = train.accuracy
+    monkeypatch.setattr(train, "accuracy", lambda *a, **k: scored.append(a[2]) or real_accuracy(*a, **k))
+    common = ["--init-from", "random:tiny", "--steps", "1", "--no-save"]
+    run_train(*common, "--method", "lora,vera,loraxs", "--out", tmp_path / "a")
+    assert len(scored) == 2 + 3 * 2  # zero-shot once (validation, test), then each trained model
+    results = [json.loads(path.read_text()) for path in (tmp_path / "a").glob("*.json")]
+    changes = {result["method"]: result["initial_change"] for result in results if "method" in result}
+    assert changes["lora"] == 0 and changes["vera"] == 0  # B = 0, b = 0: exactly the base model
+    assert 0 < changes["loraxs"] < train.ZERO_SHOT_TOLERANCE  # R ~ N(0, 1e-5²)
+    scored.clear()
+    run_train(*common, "--method", "loraxs", "--alpha", "1e9", "--out", tmp_path / "b")  # a start far from the base
+    (result,) = [json.loads(path.read_text()) for path in (tmp_path / "b").glob("*.json")]
+    assert result["initial_change"] > train.ZERO_SHOT_TOLERANCE
+    assert len(scored) == 2 + 2 + 2  # the base's zero-shot, this start's own, and after training
+
+
+@pytest.mark.parametrize("svd", ["gram", "svd"])
+def test_the_cached_svd_gives_the_same_a_and_b_as_a_fresh_one_at_every_rank(svd):
+    base = tiny_gpt()
+    cache = SVDCache(max_rank=16)
+    for rank in (1, 2, 8, 16):
+        for targets in (None, EVERY_LINEAR_SPLIT_QKV):
+            cached = add_adapters(copy.deepcopy(base), "loraxs", rank=rank, targets=targets, svd=svd, svd_cache=cache)
+            fresh = add_adapters(copy.deepcopy(base), "loraxs", rank=rank, targets=targets, svd=svd)
+            pairs = zip(adapted_layers(cached).values(), adapted_layers(fresh).values())
+            for one, other in pairs:  # the same up to float32 rounding (W V computed with another width)
+                torch.testing.assert_close(one.B, other.B, atol=1e-6, rtol=0)
+                torch.testing.assert_close(one.A, other.A, atol=1e-6, rtol=0)
+                assert one.gap == pytest.approx(other.gap, rel=1e-5)
+    assert len(cache.triplets) == 2 * (4 + 3)  # one SVD per matrix (c_attn and its thirds too), for all ranks
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--method", "loraxs", "--rank", "loraxs=2,64"], "transformer.h.0.attn.c_attn: LoRA-XS rank 64 is too large"),
+        (["--method", "lora", "--rank", "lora="], "an empty value for lora"),
+        (["--method", "lora", "--seeds", "0"], "--seeds must be at least 1"),
+        (["--method", "lora", "--seeds", "1,1"], "give different seeds"),
+        (["--method", "lora,vera,lora"], "--method lists lora twice"),
+        (["--method", "lora", "--rank", "lora=2", "lora=4"], "lora is listed twice"),
+        (["--method", "lora", "--rank", "lora=2,2"], "a rank of lora is listed twice"),
+        (["--method", "lora", "--rank", "2", "lora=4"], "begin with a method name"),
+        (["--method", "lora", "--alpha", "lora=8,16"], "one alpha per method"),
+    ],
+)
+def test_bad_sweep_input_is_refused_before_anything_trains(flags, message, tmp_path, monkeypatch):
+    monkeypatch.setattr(train, "finetune", lambda *a, **k: pytest.fail("training started"))
+    out = tmp_path / "out"
+    with pytest.raises(LoraxsError, match=message):
+        run_train("--init-from", "random:tiny", *flags, "--out", out)
+    assert not out.exists()
+
+
+def row(method, test, validation=None):
+    values = {"mean": statistics.mean(test), "std": statistics.stdev(test) if len(test) > 1 else None}
+    validation = values if validation is None else validation
+    return {"method": method, "rank": 8, "label": f"{method} r=8", "test": values, "validation": validation}
+
+
+def test_the_summary_ranks_only_what_the_spread_allows():
+    clear, overlapping = row("lora", [0.90, 0.92]), row("loraxs", [0.70, 0.72])
+    (line,) = summary([clear, overlapping])
+    assert line.startswith("lora r=8 beats loraxs r=8: 0.910 ± 0.014 against 0.710 ± 0.014")
+    (line,) = summary([row("lora", [0.80, 0.92]), row("vera", [0.78, 0.86])])
+    assert "lora r=8 and vera r=8 cannot be ranked" in line and "a difference of 0.040" in line
+    assert "no spread" in summary([row("lora", [0.9]), row("vera", [0.5])])[0]
+
+
+def test_each_method_is_represented_by_its_best_configuration_on_validation():
+    high_val_low_test = row("lora", [0.50, 0.52], validation={"mean": 0.99, "std": 0.0})
+    low_val_high_test = row("lora", [0.95, 0.97], validation={"mean": 0.10, "std": 0.0})
+    (line,) = summary([high_val_low_test, low_val_high_test, row("vera", [0.70, 0.72])])
+    assert line.startswith("vera r=8 beats lora r=8: 0.710 ± 0.014 against 0.510 ± 0.014")  # chosen on validation
+
+
+def test_aggregate_orders_rows_by_method_then_rank():
+    results = [
+        {"method": m, "rank": r, "seed": 0, "trainable_parameters": 1, "trainable_share": 0.1, "adapter_bytes": 0,
+         "zero_shot_accuracy": {"test": 0.5}, "accuracy": {"test": 0.6, "validation": 0.6}, "training_seconds": 1.0}
+        for m, r in (("loraxs", 8), ("lora", 16), ("full", None), ("lora", 2))
+    ]  # fmt: skip
+    assert [(r["method"], r["rank"]) for r in aggregate(results)] == [("full", None), ("lora", 2), ("lora", 16),
+                                                                       ("loraxs", 8)]  # fmt: skip
