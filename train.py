@@ -53,10 +53,10 @@ from loraxs_mini.errors import LoraxsError, friendly_errors
 from loraxs_mini.files import atomic_write
 from loraxs_mini.finetune import (
     DEFAULT_BATCH_SIZE,
-    DEFAULT_LEARNING_RATES,
     DEFAULT_STEPS,
     TrainingConfig,
     accuracy,
+    default_learning_rate,
     finetune,
     pick_device,
     world,
@@ -261,7 +261,7 @@ def run_one(adapter, base, zero_shot, svd_cache, args, task, device, say, name):
     config = TrainingConfig(
         steps=steps,
         batch_size=args.batch_size,
-        learning_rate=args.lr or DEFAULT_LEARNING_RATES.get(method, 0.0),
+        learning_rate=args.lr or default_learning_rate(method, adapter.rank),
         seed=adapter.seed,
     )
     training = {"losses": [], "tokens": 0, "seconds": 0.0, "tokens_per_second": 0.0}

@@ -24,13 +24,14 @@ so it is the default; targets=EVERY_LINEAR_SPLIT_QKV gives the paper's layout.
 
 VeRA has no alpha: its trained vectors d and b set the update's scale.
 
-Why alpha = r for LoRA-XS: its A and B are frozen and R gets its gradient
-without a trained partner, so Adam moves every entry of R by about the
-learning rate per step, and the update s B R A moves in proportion to
-s = alpha / r. With alpha = r, s = 1 at every rank: a learning rate chosen at
-one rank moves each entry of R's contribution by the same step at another. (LoRA's authors keep alpha fixed
-instead, so that s = alpha / r shrinks as r grows; for LoRA, where B and A
-both train, that is what keeps the step similar across ranks.)
+Why alpha = r for LoRA-XS: it is what the paper's code does, and it keeps
+s = alpha / r at 1, so Adam moves each entry of R by about the learning rate
+per step at every rank. It does not make one learning rate fit every rank:
+R has r² entries, so the step of the whole update grows with r, and on the
+toy tasks the best rate fell from 1e-1 at r = 2 to 3e-3 at r = 16 and 32.
+LoRA's fixed alpha (s = alpha / r shrinks as r grows) does not either:
+there the best rate rose from 3e-4 at r <= 4 to 1e-3 at r >= 8. So train.py takes a rate chosen on validation for each
+rank (finetune.LEARNING_RATES; README.md, "How the defaults were chosen").
 """
 
 import math
