@@ -158,10 +158,10 @@ def plot(rows, path, title):
         x = [row["trainable_parameters"] for row in points]
         y = [row["test"]["mean"] for row in points]
         error = [row["test"]["std"] or 0.0 for row in points]
-        line = axes.errorbar(x, y, yerr=error, marker="o", capsize=3, label=method)
-        for row, xi, yi in zip(points, x, y):
-            axes.annotate(f"r={row['rank']}", (xi, yi), textcoords="offset points", xytext=(4, 6), fontsize=7,
-                          color=line[0].get_color())  # fmt: skip
+        # More rank, more parameters: the ranks in the legend read left to right along the line. (Labels beside the
+        # points would collide where the three lines cross, near 10^4 to 10^5 parameters.)
+        ranks = ", ".join(str(row["rank"]) for row in points)
+        axes.errorbar(x, y, yerr=error, marker="o", capsize=3, label=f"{method}, r = {ranks}")
     for row in rows:
         if row["method"] == "full":
             point, error = (row["trainable_parameters"], row["test"]["mean"]), row["test"]["std"] or 0.0
