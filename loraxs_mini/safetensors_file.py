@@ -16,6 +16,16 @@ Because the file says where everything is, a reader can check the header
 against the file's size before touching any data: a truncated download or a
 corrupt file is caught with a clear message instead of a crash or, worse, a
 silently wrong tensor.
+
+What counts as valid is what the official `safetensors` library accepts
+(a test fuzzes both readers side by side): a JSON object; `__metadata__`
+absent, null or an object of strings; every other entry with dtype, shape
+and data_offsets (other fields are ignored); and the tensors' bytes laid end
+to end from the first data byte to the last, with no gap, overlap or trailing
+byte. Two differences, on purpose: a key written twice is refused (the
+official reader lets the last one win in silence, so which tensor a file
+means would depend on the reader), and so are the dtypes this reader does not
+map to PyTorch (the float8 and unsigned 16/32/64-bit types).
 """
 
 import json
@@ -42,6 +52,26 @@ DTYPES = {
 }
 DTYPE_NAMES = {dtype: name for name, dtype in DTYPES.items()}
 MAX_HEADER_BYTES = 100_000_000  # the format's own limit; a larger "header" means a corrupt file
+MAX_ELEMENTS = 2**62  # a shape with more elements than this cannot be a tensor, even one with a zero dimension
+
+
+def refuse_repeated_keys(pairs):
+    """object_pairs_hook for json.loads: plain json lets the last of two equal keys win in silence."""
+    keys = [key for key, _ in pairs]
+    if len(set(keys)) != len(keys):
+        repeated = next(key for key in keys if keys.count(key) > 1)
+        raise ValueError(f"the key {repeated!r} appears twice")
+    return dict(pairs)
+
+
+def parse_json(text, what):
+    """json.loads that refuses repeated keys and answers deep nesting or bad syntax with one LoraxsError."""
+    try:
+        return json.loads(text, object_pairs_hook=refuse_repeated_keys)
+    except RecursionError:
+        raise LoraxsError(f"{what} is nested too deeply to be read") from None
+    except ValueError as error:  # JSONDecodeError and UnicodeDecodeError are both ValueErrors
+        raise LoraxsError(f"{what} is not valid JSON ({error})") from None
 
 
 def read_header(path):
@@ -68,14 +98,12 @@ def read_header(path):
             header_bytes = file.read(header_size)
     except OSError as error:
         raise LoraxsError(f"cannot read {path}: {error.strerror}") from None
-    try:
-        header = json.loads(header_bytes.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise LoraxsError(f"{problem}: its header is not valid JSON") from None
+    header = parse_json(header_bytes, f"{problem}: its header")
     if not isinstance(header, dict):
         raise LoraxsError(f"{problem}: its header is not a JSON object")
 
-    metadata = header.pop("__metadata__", None) or {}
+    metadata = header.pop("__metadata__", None)
+    metadata = {} if metadata is None else metadata
     if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
         raise LoraxsError(f"{problem}: __metadata__ must map strings to strings")
 
@@ -84,13 +112,15 @@ def read_header(path):
     entries = {}
     for name, info in header.items():
         where = f"{problem}: tensor {name!r}"
-        if not isinstance(info, dict) or set(info) != {"dtype", "shape", "data_offsets"}:
-            raise LoraxsError(f"{where} needs exactly the fields dtype, shape and data_offsets")
+        if not isinstance(info, dict) or not {"dtype", "shape", "data_offsets"} <= info.keys():
+            raise LoraxsError(f"{where} needs the fields dtype, shape and data_offsets")  # others are ignored
         dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
-        if dtype not in DTYPES:
+        if not isinstance(dtype, str) or dtype not in DTYPES:
             raise LoraxsError(f"{where} has unknown dtype {dtype!r}; this reader knows {', '.join(DTYPES)}")
         if not isinstance(shape, list) or not all(type(n) is int and n >= 0 for n in shape):
             raise LoraxsError(f"{where} has an invalid shape {shape!r}")
+        if math.prod(max(n, 1) for n in shape) > MAX_ELEMENTS:
+            raise LoraxsError(f"{where} has a shape too large for any tensor: {shape}")
         if (
             not isinstance(offsets, list)
             or len(offsets) != 2
@@ -109,11 +139,17 @@ def read_header(path):
             raise LoraxsError(f"{where} has {end - begin:,} bytes, but shape {shape} of {dtype} needs {expected:,}")
         entries[name] = (DTYPES[dtype], tuple(shape), data_start + begin, data_start + end)
 
+    # The tensors tile the data exactly: each begins where the one before it ends, and the last ends the file.
+    # A gap or trailing bytes would be data no tensor owns, which the official reader refuses too.
     previous_end, previous_name = data_start, None
     for name, (_, _, begin, end) in sorted(entries.items(), key=lambda item: item[1][2:]):
         if begin < previous_end:
             raise LoraxsError(f"{problem}: tensors {previous_name!r} and {name!r} overlap")
-        previous_end, previous_name = max(previous_end, end), name
+        if begin > previous_end:
+            raise LoraxsError(f"{problem}: the {begin - previous_end:,} bytes before {name!r} belong to no tensor")
+        previous_end, previous_name = end, name
+    if previous_end != file_size:
+        raise LoraxsError(f"{problem}: the {file_size - previous_end:,} bytes at its end belong to no tensor")
     return entries, metadata, data_start
 
 

@@ -370,3 +370,75 @@ def test_loraxs_adapter_of_gpt2_124m_is_a_few_kilobytes(tmp_path):
     model = add_adapters(GPT(GPTConfig.from_name("gpt2"), verbose=False), "loraxs", rank=8, svd="randomized")
     size = save_adapters(model, tmp_path / "gpt2-loraxs-r8.safetensors")
     assert 3_072 * 4 < size < 20_000  # 3,072 float32 numbers; the header names 48 tensors, 96 checksums
+
+
+def rewrite(path, edit):
+    """Rewrite an adapter file with its tensors and its metadata (JSON strings) passed through `edit`."""
+    from loraxs_mini.safetensors_file import load_file, save_file
+
+    tensors, metadata = load_file(path)
+    edit(tensors, metadata)
+    save_file(tensors, path, metadata)
+
+
+def set_metadata(key, value):
+    return lambda tensors, metadata: metadata.__setitem__(key, value)
+
+
+def first_tensor(change):
+    def edit(tensors, metadata):
+        name = sorted(tensors)[0]
+        tensors[name] = change(tensors[name])
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda tensors, metadata: metadata.pop("base_fingerprint"), "not an adapter file"),
+        (set_metadata("base_shape", "[1, 2]"), "not an adapter file"),
+        (set_metadata("base_shape", '{"n_layer": "2"}'), "not an adapter file"),
+        (set_metadata("base_fingerprint", '["a", "b", "c"]'), "not an adapter file"),
+        (set_metadata("base_fingerprint", "[1, 2]"), "not an adapter file"),  # an older file's two numbers
+        (set_metadata("frozen_stored", '"yes"'), "not an adapter file"),
+        (set_metadata("frozen_checksums", "[[1]]"), "not an adapter file"),
+        (set_metadata("base_model", "[" * 50_000 + "]" * 50_000), "nested too deeply"),
+        (set_metadata("adapter_config", "{not json"), "not valid JSON"),
+        (set_metadata("adapter_config", '{"method": "loraxs", "rank": "4"}'), "adapter_config is not valid"),
+        (set_metadata("adapter_config", '{"method": "loraxs", "rank": 4, "color": 1}'), "adapter_config is not valid"),
+        (first_tensor(lambda tensor: tensor.round().int()), "holds torch.int32, not floating-point"),
+        (first_tensor(lambda tensor: tensor.fill_(float("nan"))), "NaN or infinite"),
+        (first_tensor(lambda tensor: tensor[:1]), "has shape"),
+        (lambda tensors, metadata: tensors.pop(sorted(tensors)[0]), "does not hold the tensors"),
+    ],
+)
+def test_a_tampered_adapter_file_is_refused_and_the_model_stays_bit_identical(tmp_path, edit, message):
+    path = tmp_path / "a.safetensors"
+    save_adapters(train_a_little(add_adapters(tiny_gpt(), "loraxs", rank=4)), path)
+    rewrite(path, edit)
+    model = tiny_gpt()
+    before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    with pytest.raises(LoraxsError, match=message):
+        load_adapters(model, path)
+    after = model.state_dict()
+    assert after.keys() == before.keys() and all(torch.equal(after[name], before[name]) for name in before)
+    assert getattr(model, "adapter_config", None) is None and all(p.requires_grad for p in model.parameters())
+
+
+@pytest.mark.parametrize("change", ["swap two rows", "swap two layers"])
+def test_the_base_fingerprint_sees_reordered_weights(tmp_path, change):
+    path = tmp_path / "a.safetensors"
+    save_adapters(train_a_little(add_adapters(tiny_gpt(), "lora", rank=4)), path)
+    model = tiny_gpt()
+    with torch.no_grad():  # the same numbers, in another order: Σ W and Σ W² cannot tell
+        if change == "swap two rows":
+            weight = model.transformer.h[0].mlp.c_fc.weight
+            weight[[0, 1]] = weight[[1, 0]].clone()
+        else:
+            first, second = model.transformer.h[0].attn.c_proj.weight, model.transformer.h[1].attn.c_proj.weight
+            saved = first.clone()
+            first.copy_(second)
+            second.copy_(saved)
+    with pytest.raises(LoraxsError, match="trained on other weights"):
+        load_adapters(model, path)

@@ -85,7 +85,15 @@ def test_a_well_formed_hand_written_file_reads(tmp_path):
         ("overlapping", "overlap"),
         ("negative_shape", "invalid shape"),
         ("reversed_offsets", "invalid data_offsets"),
-        ("missing_field", "needs exactly the fields"),
+        ("missing_field", "needs the fields dtype, shape and data_offsets"),
+        ("dtype_is_a_list", r"unknown dtype \['F32'\]"),
+        ("deeply_nested", "nested too deeply"),
+        ("empty_tensor_with_a_huge_dimension", "too large for any tensor"),
+        ("repeated_key", "the key 'w' appears twice"),
+        ("metadata_is_a_list", "__metadata__ must map strings to strings"),
+        ("repeated_metadata", "the key '__metadata__' appears twice"),
+        ("gap_between_tensors", "the 4 bytes before 'b' belong to no tensor"),
+        ("trailing_bytes", "the 4 bytes at its end belong to no tensor"),
     ],
 )
 def test_malformed_files_give_a_clear_error(tmp_path, case, message):
@@ -118,6 +126,24 @@ def test_malformed_files_give_a_clear_error(tmp_path, case, message):
         write_raw(path, {"w": {**GOOD_ENTRY, "data_offsets": [16, 0]}}, data)
     elif case == "missing_field":
         write_raw(path, {"w": {"dtype": "F32", "shape": [4]}}, data)
+    elif case == "dtype_is_a_list":
+        write_raw(path, {"w": {**GOOD_ENTRY, "dtype": ["F32"]}}, data)
+    elif case == "deeply_nested":
+        write_raw(path, b'{"w": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", data)
+    elif case == "empty_tensor_with_a_huge_dimension":
+        write_raw(path, {"w": {"dtype": "F32", "shape": [0, 2**63], "data_offsets": [0, 0]}}, b"")
+    elif case == "repeated_key":
+        write_raw(path, ('{"w": %s, "w": %s}' % (json.dumps(GOOD_ENTRY), json.dumps(GOOD_ENTRY))).encode(), data)
+    elif case == "metadata_is_a_list":
+        write_raw(path, {"__metadata__": [], "w": GOOD_ENTRY}, data)
+    elif case == "repeated_metadata":
+        write_raw(path, ('{"__metadata__": {}, "__metadata__": {}, "w": %s}' % json.dumps(GOOD_ENTRY)).encode(), data)
+    elif case == "gap_between_tensors":
+        entries = {"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]},
+                   "b": {"dtype": "F32", "shape": [2], "data_offsets": [8, 16]}}  # fmt: skip
+        write_raw(path, entries, data)
+    elif case == "trailing_bytes":
+        write_raw(path, {"w": {"dtype": "F32", "shape": [3], "data_offsets": [0, 12]}}, data)
     with pytest.raises(LoraxsError, match=message) as error:
         load_file(path)
     assert str(path) in str(error.value)

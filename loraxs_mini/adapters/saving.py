@@ -17,11 +17,17 @@ anywhere.
 
 Loading also checks the base model, not just its shape: LoRA-XS's R only
 means something together with the B and A of the weights it was trained on.
-A fingerprint of the base weights (Σ W and Σ W² over all of them, in float64)
-catches an adapter loaded onto different weights of the same shape.
+A fingerprint of the base weights catches an adapter loaded onto different
+weights of the same shape: Σ W² over all of them, and two sums of random
+projections uᵀ W v with fresh u and v for each weight, so that swapped rows or
+swapped layers change it too.
+
+Everything in the header is checked before the model is touched, and a
+refused load leaves the model exactly as it was.
 """
 
 import json
+import math
 import warnings
 from dataclasses import fields
 from pathlib import Path
@@ -29,7 +35,7 @@ from pathlib import Path
 import torch
 
 from ..errors import LoraxsError
-from ..safetensors_file import load_file, read_header, save_file
+from ..safetensors_file import load_file, parse_json, read_header, save_file
 from .config import AdapterConfig
 from .inject import adapted_layers, adapter_parameters, add_adapters, remove_adapters
 
@@ -48,10 +54,31 @@ def frozen_tensors(model):
 
 
 def base_fingerprint(model):
-    """Σ W and Σ W² over every weight of the base model (the adapters' own tensors left out), in float64."""
+    """
+    [Σ W², Σ_t u_tᵀ W_t v_t, Σ_t u'_tᵀ W_t v'_t] over every weight W_t of the base model (the adapters' own tensors
+    left out), in float64, with u_t, v_t drawn from a fixed seed for each weight in turn.
+    """
     added = {id(parameter) for parameter in adapter_parameters(model)}
-    weights = [parameter.detach().double() for parameter in model.parameters() if id(parameter) not in added]
-    return [sum(w.sum().item() for w in weights), sum(w.square().sum().item() for w in weights)]
+    generator = torch.Generator().manual_seed(0)
+    fingerprint = [0.0, 0.0, 0.0]
+    for parameter in model.parameters():
+        if id(parameter) in added:
+            continue
+        weight = parameter.detach().double().cpu().reshape(len(parameter) if parameter.dim() else 1, -1)  # rows x rest
+        fingerprint[0] += weight.square().sum().item()
+        for k in (1, 2):
+            u = torch.randn(weight.shape[0], generator=generator, dtype=torch.float64)
+            v = torch.randn(weight.shape[1], generator=generator, dtype=torch.float64)
+            fingerprint[k] += (u @ weight @ v).item()
+    return fingerprint
+
+
+def same_fingerprint(ours, theirs):
+    """Equal up to rounding: each projection sum is about sqrt(Σ W²) in size, and Σ W² is compared relatively."""
+    tolerance = 1e-6 * max(ours[0], 1.0)
+    return abs(ours[0] - theirs[0]) <= tolerance and all(
+        abs(a - b) <= 1e-6 * math.sqrt(max(ours[0], 1.0)) for a, b in zip(ours[1:], theirs[1:])
+    )
 
 
 def checksum(tensor):
@@ -92,20 +119,42 @@ def save_adapters(model, path, frozen=False):
 def read_adapter_config(path):
     """(config, metadata) of an adapter file, from its header alone; refuses files that are not adapter files."""
     _, metadata, _ = read_header(path)
-    try:
-        saved = {key: json.loads(value) for key, value in metadata.items()}
-    except ValueError:
-        saved = {}
-    if not all(key in saved for key in METADATA_KEYS) or not isinstance(saved["adapter_config"], dict):
-        raise LoraxsError(
-            f"{path} is not an adapter file written by this version of loraxs-mini (its metadata lacks one of "
-            f"{', '.join(METADATA_KEYS)})"
-        )
+    not_ours = (
+        f"{path} is not an adapter file written by this version of loraxs-mini (its metadata lacks one of "
+        f"{', '.join(METADATA_KEYS)}, or one of them is not what it should be)"
+    )
+    if not all(key in metadata for key in METADATA_KEYS):
+        raise LoraxsError(not_ours)
+    saved = {key: parse_json(value, f"{path}: its metadata {key!r}") for key, value in metadata.items()}
+    if not well_formed(saved):
+        raise LoraxsError(not_ours)
     try:
         config = AdapterConfig(**saved["adapter_config"])
     except (TypeError, LoraxsError) as error:
         raise LoraxsError(f"{path}: its adapter_config is not valid ({error})") from None
     return config, saved
+
+
+def well_formed(saved):
+    """Every metadata field of the type save_adapters writes: a hand-edited file fails here, not in a traceback."""
+
+    def number(x):
+        return type(x) in (int, float) and math.isfinite(x)
+
+    shape, fingerprint, checksums = saved["base_shape"], saved["base_fingerprint"], saved.get("frozen_checksums", [])
+    return (
+        isinstance(saved["adapter_config"], dict)
+        and isinstance(saved["base_model"], str)
+        and isinstance(shape, dict)
+        and shape.keys() == set(SHAPE_KEYS)
+        and all(type(n) is int and n > 0 for n in shape.values())
+        and isinstance(fingerprint, list)
+        and len(fingerprint) == 3
+        and all(number(x) for x in fingerprint)
+        and type(saved["frozen_stored"]) is bool
+        and isinstance(checksums, list)
+        and all(isinstance(pair, list) and len(pair) == 2 and all(number(x) for x in pair) for pair in checksums)
+    )
 
 
 def load_adapters(model, path):
@@ -125,9 +174,7 @@ def load_adapters(model, path):
         )
     # A full fine-tune stores every weight, so any base of the right shape will do; adapters need theirs.
     if config.method != "full":
-        fingerprint = torch.tensor(base_fingerprint(model), dtype=torch.float64)
-        expected = torch.tensor(saved["base_fingerprint"], dtype=torch.float64)
-        if not torch.allclose(fingerprint, expected, rtol=1e-6, atol=1e-6):
+        if not same_fingerprint(base_fingerprint(model), saved["base_fingerprint"]):
             raise LoraxsError(
                 f"{path} was trained on other weights than this model's (base {saved['base_model']!r}, same "
                 "shape but different values); load it into the base model it was trained on"
@@ -169,10 +216,13 @@ def copy_checked(model, tensors, saved, path):
             f"{missing[:3]}, unexpected: {extra[:3]}); was it edited?"
         )
     for name, target in expected.items():
-        if tensors[name].shape != target.shape:
-            raise LoraxsError(
-                f"{path}: tensor {name} has shape {tuple(tensors[name].shape)}, expected {tuple(target.shape)}"
-            )
+        tensor = tensors[name]
+        if tensor.shape != target.shape:
+            raise LoraxsError(f"{path}: tensor {name} has shape {tuple(tensor.shape)}, expected {tuple(target.shape)}")
+        if not tensor.is_floating_point():  # copy_ would cast integers or booleans to float without a word
+            raise LoraxsError(f"{path}: tensor {name} holds {tensor.dtype}, not floating-point numbers; was it edited?")
+        if not torch.isfinite(tensor).all():
+            raise LoraxsError(f"{path}: tensor {name} holds NaN or infinite values; it cannot be a trained adapter")
     if not saved["frozen_stored"]:
         checksums = saved.get("frozen_checksums")  # one pair per frozen tensor, in the model's order
         if not isinstance(checksums, list) or len(checksums) != len(frozen):
