@@ -29,6 +29,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -112,7 +113,13 @@ def parse_args(argv=None):
     parser.add_argument(
         "--save-frozen", action="store_true", help="store the frozen tensors in adapter files too (exact anywhere)"
     )
+    parser.error = lambda message: raise_error(f"{message} (python train.py --help lists every flag)")
     return parser.parse_args(argv)
+
+
+def raise_error(message):
+    """argparse's own complaints, as every other one: one error: line and exit status 1 (argparse exits 2)."""
+    raise LoraxsError(message)
 
 
 def chosen_methods(text):
@@ -126,12 +133,22 @@ def chosen_methods(text):
     return methods
 
 
+MAX_STEPS = 10_000_000  # far beyond any class; the data order for every step is drawn up front
+MAX_SEED = 2**63 - 1  # torch.manual_seed's limit
+
+
 def check_numbers(args):
     if args.batch_size < 1:
         raise LoraxsError(f"--batch-size must be at least 1, got {args.batch_size}")
     for name, value in (("--steps", args.steps), ("--epochs", args.epochs), ("--lr", args.lr)):
-        if value is not None and not value > 0:
-            raise LoraxsError(f"{name} must be positive, got {value}")
+        if value is not None and not (value > 0 and math.isfinite(value)):
+            raise LoraxsError(f"{name} must be a positive finite number, got {value}")
+    if not 0 <= args.dropout < 1:
+        raise LoraxsError(f"--dropout must be a probability in [0, 1), got {args.dropout}")
+    if args.steps is not None and args.steps > MAX_STEPS:
+        raise LoraxsError(f"--steps {args.steps:,} is more than {MAX_STEPS:,}; a class run needs hundreds")
+    if not 0 <= args.seed <= MAX_SEED:
+        raise LoraxsError(f"--seed must be between 0 and 2**63 - 1, got {args.seed}")
 
 
 def whole_numbers(items, flag):
@@ -182,8 +199,8 @@ def chosen_seeds(args):
         if seeds[0] < 1:
             raise LoraxsError(f"--seeds must be at least 1, got {seeds[0]}")
         seeds = list(range(args.seed, args.seed + seeds[0]))
-    if len(set(seeds)) < len(seeds) or min(seeds) < 0:
-        raise LoraxsError(f"--seeds {args.seeds}: give different seeds, none negative")
+    if len(set(seeds)) < len(seeds) or min(seeds) < 0 or max(seeds) > MAX_SEED:
+        raise LoraxsError(f"--seeds {args.seeds}: give different seeds, none negative, none above 2**63 - 1")
     return seeds
 
 
@@ -210,6 +227,30 @@ def plan_runs(args):
             for seed in chosen_seeds(args):
                 runs.append(AdapterConfig(method, rank, alphas.get(method), targets, args.dropout, seed, args.svd))
     return runs
+
+
+def check_outputs(args, runs, task_name, seeded):
+    """
+    Before anything loads or trains: the results folder can be made and written, and no file this command will
+    write is a folder. A run is never lost to a bad --out after it trained.
+    """
+    out = Path(args.out)
+    existing = next(folder for folder in (out, *out.absolute().parents) if folder.exists())  # made only when written
+    if not existing.is_dir():
+        raise LoraxsError(f"--out {out}: {existing} is a file, not a folder; choose a folder for the results")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise LoraxsError(f"--out {out}: this user cannot write in {existing}; choose another folder")
+    names = [run_name(task_name, adapter, seeded) for adapter in runs]
+    paths = [out / f"{name}.{suffix}" for name in names for suffix in ("json", "safetensors")]
+    paths += [out / f"comparison-{task_name}.{suffix}" for suffix in ("md", "json", "csv", "png")]
+    for path in paths:
+        if path.is_dir():
+            raise LoraxsError(f"{path} is a folder, but this command writes a file there; move it or change --out")
+    if args.no_save:
+        stale = [name for name in names if (out / f"{name}.safetensors").is_file()]
+        if stale:
+            warnings.warn(f"{out / stale[0]}.safetensors is from an earlier run; with --no-save this run leaves it "
+                          "as it is, and its results say no adapter was saved", stacklevel=2)  # fmt: skip
 
 
 def start_distributed(device):
@@ -342,11 +383,15 @@ def main(argv=None):
 
     task = load_task(args.data or args.task)
     say(task.describe())
+    if args.epochs and args.epochs * len(task.splits["train"]) / args.batch_size > MAX_STEPS:
+        raise LoraxsError(f"--epochs {args.epochs:g} is more than {MAX_STEPS:,} steps; a class run needs hundreds")
     torch.manual_seed(0)  # random:... weights are drawn once, from seed 0, and every run and seed starts from them
     base = load_base_model(args.init_from, verbose=False).to(device).eval()  # loaded once, copied for each run
     check_fits(task, base.config.block_size)
     for adapter in runs:  # every rank and target checked against the model before anything trains
         check_adapters(base, adapter)
+    if process == 0:
+        check_outputs(args, runs, task.name, seeded)
     loraxs_ranks = [adapter.rank for adapter in runs if adapter.method == "loraxs"]
     svd_cache = SVDCache(max(loraxs_ranks)) if loraxs_ranks else None
     zero_shot = {split: accuracy(base, task, split, device, progress=True) for split in ("validation", "test")}

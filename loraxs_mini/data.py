@@ -64,7 +64,10 @@ def read_jsonl(path):
     """Examples from a JSON Lines file; a malformed line is an error naming the file and line."""
     path = Path(path)
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        # utf-8-sig: a byte-order mark at the start (some editors write one) is not part of the first record.
+        # split("\n"), not splitlines(): JSON Lines ends records at \n only, and splitlines() would also cut at
+        # U+2028 or U+0085, which JSON strings may hold as they are.
+        lines = path.read_text(encoding="utf-8-sig").split("\n")
     except (OSError, UnicodeDecodeError) as error:
         raise LoraxsError(f"cannot read {path}: {error}") from None
     examples = []
@@ -75,6 +78,8 @@ def read_jsonl(path):
             record = json.loads(line)
         except json.JSONDecodeError as error:
             raise LoraxsError(f"{path}, line {number}: not valid JSON ({error.msg})") from None
+        except RecursionError:
+            raise LoraxsError(f"{path}, line {number}: nested too deeply to be a prompt and a completion") from None
         if (
             not isinstance(record, dict)
             or not isinstance(record.get("prompt"), str)
@@ -83,8 +88,9 @@ def read_jsonl(path):
             raise LoraxsError(
                 f'{path}, line {number}: expected {{"prompt": "...", "completion": "..."}} with text values'
             )
-        if not record["completion"]:
-            raise LoraxsError(f"{path}, line {number}: the completion is empty")
+        for field in ("prompt", "completion"):  # scoring reads the prompt's last token; training, a completion
+            if not record[field]:
+                raise LoraxsError(f"{path}, line {number}: the {field} is empty")
         prompt, completion = record["prompt"], record["completion"]
         examples.append(Example(prompt, completion, encode(prompt), encode(completion), f"{path}, line {number}"))
     if not examples:

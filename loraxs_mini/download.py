@@ -42,6 +42,13 @@ def download(url, destination, timeout=30):
     destination = Path(destination)
     if destination.exists():  # only ever created by the rename below, so it is complete
         return destination
+    try:  # the cache folder first: a folder we cannot write is not a connection problem
+        destination.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise LoraxsError(
+            f"cannot create the cache folder {destination.parent} ({error.strerror}); point LORAXS_MINI_CACHE at a "
+            "folder you can write"
+        ) from None
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
             expected = response.headers.get("Content-Length")

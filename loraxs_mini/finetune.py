@@ -71,10 +71,19 @@ def world():
 
 
 def pick_device(name):
-    """--device: 'auto' takes CUDA, then Apple's MPS, then the CPU; a CUDA device that is not there is refused."""
+    """--device: 'auto' takes CUDA, then Apple's MPS, then the CPU; a device that is not there is refused."""
     if name != "auto":
-        if name.startswith("cuda") and not torch.cuda.is_available():
-            raise LoraxsError(f"--device {name}: this PyTorch sees no CUDA GPU; use --device cpu")
+        try:
+            device = torch.device(name)
+        except RuntimeError:
+            raise LoraxsError(f"--device {name!r} is not a device; use auto, cpu, cuda, cuda:1 or mps") from None
+        there = {
+            "cpu": True,
+            "cuda": torch.cuda.is_available() and (device.index or 0) < torch.cuda.device_count(),
+            "mps": getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available(),
+        }
+        if not there.get(device.type, False):
+            raise LoraxsError(f"--device {name}: this PyTorch cannot train there; use --device auto or cpu")
         return name
     if torch.cuda.is_available():
         return "cuda"

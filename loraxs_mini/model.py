@@ -45,8 +45,26 @@ class GPTConfig:
     name: str = "custom"  # where the shape came from, kept in saved adapters
 
     def __post_init__(self):
+        # Checked here, where every configuration passes (presets, config.json files, your own), so that a wrong
+        # value is one clear message now instead of a crash, a NaN or an exhausted memory later.
+        for field in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+            value = getattr(self, field)
+            if type(value) is not int or value < 1:
+                raise LoraxsError(f"{field} must be a positive whole number, got {value!r}")
         if self.n_embd % self.n_head != 0:
             raise LoraxsError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+        epsilon, dropout = self.layer_norm_epsilon, self.dropout
+        if type(epsilon) not in (int, float) or not 0 < epsilon < 1:
+            raise LoraxsError(f"layer_norm_epsilon must be a small positive number (GPT-2: 1e-5), got {epsilon!r}")
+        if type(dropout) not in (int, float) or not 0 <= dropout < 1:
+            raise LoraxsError(f"dropout must be a probability in [0, 1), got {dropout!r}")
+        # Weights per block: 12 C² (attention 4 C², MLP 8 C²); embeddings: (vocab + positions) x C.
+        parameters = self.n_layer * 12 * self.n_embd**2 + (self.vocab_size + self.block_size) * self.n_embd
+        if parameters > MAX_PARAMETERS:
+            raise LoraxsError(
+                f"this configuration describes a model of {parameters:,} parameters, more than the "
+                f"{MAX_PARAMETERS:,} this project handles (GPT-2 XL has 1.5 billion); check its sizes"
+            )
 
     @classmethod
     def from_name(cls, name, **overrides):
@@ -62,6 +80,8 @@ class GPTConfig:
     def to_dict(self):
         return asdict(self)
 
+
+MAX_PARAMETERS = 20_000_000_000  # 13x GPT-2 XL: beyond it a config.json is wrong, not big
 
 # The four public checkpoints, and small shapes for tests and lessons (random weights only).
 PRESETS = {

@@ -84,8 +84,13 @@ def load_pretrained(name_or_path, dropout=0.0, dtype=torch.float32, verbose=True
             "with config.json and model.safetensors, nor a .safetensors file"
         )
 
-    tensors, _ = load_file(path)
-    tensors = {name.removeprefix("transformer."): tensor for name, tensor in tensors.items()}
+    stored, _ = load_file(path)
+    tensors = {name.removeprefix("transformer."): tensor for name, tensor in stored.items()}
+    if len(tensors) < len(stored):
+        twice = sorted(name for name in stored if name.startswith("transformer.") and name[12:] in stored)
+        raise LoraxsError(
+            f"{source} holds both {twice[0]!r} and {twice[0][12:]!r}: one tensor under two names; which is meant?"
+        )
     if config is None:
         config = config_from_shapes(tensors, name=path.stem, source=source, dropout=dropout)
     state = state_from_checkpoint(tensors, config, source, dtype)
@@ -130,6 +135,13 @@ def state_from_checkpoint(tensors, config, source, dtype):
             missing.append(theirs)
             continue
         tensor = tensors.pop(theirs)
+        if not tensor.is_floating_point():  # .to(dtype) would turn integers or booleans into weights in silence
+            raise LoraxsError(f"{source}: tensor {theirs!r} holds {tensor.dtype}, not floating-point weights")
+        if tensor.dim() != len(expected_shapes[ours]):
+            raise LoraxsError(
+                f"{source}: tensor {theirs!r} has {tensor.dim()} dimensions, but the config needs "
+                f"{tuple(expected_shapes[ours])}"
+            )
         tensor = tensor.t() if transposed else tensor
         if tensor.shape != expected_shapes[ours]:
             stored = f"{tuple(tensor.t().shape)} stored in x out" if transposed else tuple(tensor.shape)
@@ -169,8 +181,13 @@ def read_json(path):
 
 def config_from_huggingface(hf, name, dropout=0.0):
     """A Hugging Face GPT2Config dictionary -> GPTConfig, refusing what this model cannot represent."""
+    if not isinstance(hf, dict):
+        raise LoraxsError(f"{name}: config.json must hold a JSON object, not {type(hf).__name__}")
     if hf.get("model_type") != "gpt2":
         raise LoraxsError(f"{name}: model_type is {hf.get('model_type')!r}; only GPT-2 checkpoints ('gpt2') load here")
+    missing = [key for key in ("vocab_size", "n_positions", "n_layer", "n_head", "n_embd") if key not in hf]
+    if missing:
+        raise LoraxsError(f"{name}: config.json lacks {', '.join(missing)}; a GPT-2 config.json has them all")
     n_embd = hf["n_embd"]
     unsupported = {
         "activation_function": hf.get("activation_function", "gelu_new") not in ("gelu_new", "gelu_pytorch_tanh"),
@@ -183,25 +200,31 @@ def config_from_huggingface(hf, name, dropout=0.0):
             raise LoraxsError(
                 f"{name}: config.json sets {key}={hf.get(key)!r}, which GPT-2 (and this model) does not use"
             )
-    return GPTConfig(
-        vocab_size=hf["vocab_size"],
-        block_size=hf["n_positions"],
-        n_layer=hf["n_layer"],
-        n_head=hf["n_head"],
-        n_embd=n_embd,
-        layer_norm_epsilon=hf.get("layer_norm_epsilon", 1e-5),
-        dropout=dropout,
-        name=name,
-    )
+    try:
+        return GPTConfig(
+            vocab_size=hf["vocab_size"],
+            block_size=hf["n_positions"],
+            n_layer=hf["n_layer"],
+            n_head=hf["n_head"],
+            n_embd=n_embd,
+            layer_norm_epsilon=hf.get("layer_norm_epsilon", 1e-5),
+            dropout=dropout,
+            name=name,
+        )
+    except LoraxsError as error:
+        raise LoraxsError(f"{name}: config.json: {error}") from None
 
 
 def config_from_shapes(tensors, name, source, dropout=0.0):
     """A bare .safetensors file has no config: read the shape off the tensors, the head count off a preset."""
     if "wte.weight" not in tensors or "wpe.weight" not in tensors:
         raise LoraxsError(f"{source} does not look like a GPT-2 checkpoint: it has no wte.weight / wpe.weight")
+    if tensors["wte.weight"].dim() != 2 or tensors["wpe.weight"].dim() != 2:
+        raise LoraxsError(f"{source}: wte.weight and wpe.weight must be matrices (vocabulary or positions x width)")
     vocab_size, n_embd = tensors["wte.weight"].shape
     block_size = tensors["wpe.weight"].shape[0]
-    n_layer = 1 + max((int(key.split(".")[1]) for key in tensors if key.startswith("h.")), default=-1)
+    layers = [key.split(".")[1] for key in tensors if key.startswith("h.")]  # h.<layer>.<name>
+    n_layer = 1 + max((int(layer) for layer in layers if layer.isdigit()), default=-1)  # other names: reported later
     for preset in PRETRAINED:
         shape = PRESETS[preset]
         if (shape["n_layer"], shape["n_embd"]) == (n_layer, n_embd):

@@ -86,7 +86,7 @@ def test_throughput_and_mfu_follow_the_flop_count(tmp_path):
     [
         (["--shape", "tiny", "--seq-len", "1000"], "--seq-len 1000 is longer than tiny's context; use at most 128"),
         (["--shape", "tiny", "--rank", "0"], "--rank must be at least 1, got 0"),
-        (["--shape", "tiny", "--rank", "40"], "LoRA-XS rank 40 is too large for a 96 x 32 layer"),
+        (["--shape", "tiny", "--rank", "40"], "LoRA rank 40 is more than a 96 x 32 layer can use"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_status_1(arguments, message):

@@ -160,3 +160,79 @@ def test_the_small_pretrained_checkpoint_matches_transformers():
     # Pretrained logits reach |30|; float32 sums in a different order differ by a few 1e-6 there.
     torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=0)
     assert torch.equal(model.generate(prompt, 20), hf_greedy(hf_model, prompt, 20))
+
+
+def edit_config(**changes):
+    def edit(folder):
+        config = json.loads((folder / "config.json").read_text())
+        for key, value in changes.items():
+            if value is DELETE:
+                config.pop(key)
+            else:
+                config[key] = value
+        (folder / "config.json").write_text(json.dumps(config))
+
+    return edit
+
+
+def replace_config(text):
+    return lambda folder: (folder / "config.json").write_text(text)
+
+
+def edit_weights(change):
+    def edit(folder):
+        tensors, metadata = load_file(folder / "model.safetensors")
+        change(tensors)
+        save_file(tensors, folder / "model.safetensors", metadata)
+
+    return edit
+
+
+DELETE = object()
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (replace_config("[1, 2]"), "must hold a JSON object, not list"),
+        (replace_config('"gpt2"'), "must hold a JSON object, not str"),
+        (replace_config("null"), "must hold a JSON object, not NoneType"),
+        (edit_config(n_embd=DELETE), "lacks n_embd"),
+        (edit_config(n_layer=DELETE, vocab_size=DELETE), "lacks vocab_size, n_layer"),
+        (edit_config(n_layer="2"), "n_layer must be a positive whole number, got '2'"),
+        (edit_config(n_layer=2.0), "n_layer must be a positive whole number, got 2.0"),
+        (edit_config(n_head=None), "n_head must be a positive whole number, got None"),
+        (edit_config(n_head=0), "n_head must be a positive whole number, got 0"),
+        (edit_config(n_head=-2), "n_head must be a positive whole number, got -2"),
+        (edit_config(n_layer=True), "n_layer must be a positive whole number, got True"),
+        (edit_config(vocab_size=10**30), "more than the 20,000,000,000 this project handles"),
+        (edit_config(n_layer=10**8), "more than the 20,000,000,000 this project handles"),
+        (edit_config(layer_norm_epsilon=-1), "layer_norm_epsilon must be a small positive number"),
+        (edit_config(layer_norm_epsilon="abc"), "layer_norm_epsilon must be a small positive number"),
+        (edit_weights(lambda t: t.__setitem__("transformer.h.0.ln_1.weight", torch.ones(32, 1, 1))), "3 dimensions"),
+        (
+            edit_weights(lambda t: t.__setitem__("transformer.wpe.weight", torch.zeros(128, 32, dtype=torch.int64))),
+            "holds torch.int64, not floating-point",
+        ),  # fmt: skip
+        (
+            edit_weights(lambda t: t.__setitem__("wte.weight", t["transformer.wte.weight"].clone())),
+            "holds both 'transformer.wte.weight' and 'wte.weight'",
+        ),  # fmt: skip
+    ],
+)
+def test_a_broken_checkpoint_is_one_clear_error(tmp_path, edit, message):
+    tiny_gpt().save_pretrained(tmp_path / "model")
+    edit(tmp_path / "model")
+    with pytest.raises(LoraxsError, match=message):
+        GPT.from_pretrained(tmp_path / "model")
+
+
+def test_malformed_block_names_in_a_bare_file_do_not_break_reading_its_shape():
+    meta = torch.device("meta")
+    tensors = {"wte.weight": torch.empty(50257, 768, device=meta), "wpe.weight": torch.empty(1024, 768, device=meta)}
+    tensors |= {f"h.{layer}.ln_1.weight": torch.empty(768, device="meta") for layer in range(12)}
+    tensors["h.x.foo"] = torch.empty(1, device="meta")  # int("x") used to raise ValueError here
+    assert config_from_shapes(tensors, name="bare", source="bare.safetensors").n_layer == 12
+    tensors["wte.weight"] = torch.empty(768, device="meta")
+    with pytest.raises(LoraxsError, match="must be matrices"):
+        config_from_shapes(tensors, name="bare", source="bare.safetensors")

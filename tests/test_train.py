@@ -211,7 +211,7 @@ def write_jsonl(path, lines):
         ("malformed_line", r"train.jsonl, line 2: not valid JSON"),
         ("too_long", r"train.jsonl, line 2: this example has 302 tokens, more than the model's context of 128"),
         ("nan_loss", "the loss became nan"),
-        ("zero_steps", "--steps must be positive"),
+        ("zero_steps", "--steps must be a positive finite number"),
     ],
 )
 def test_bad_input_is_refused_clearly_and_writes_nothing(case, message, checkpoint, data, tmp_path):
@@ -257,3 +257,93 @@ def test_warnings_print_as_one_line_like_errors():
     # In a process of its own: pytest's warning capture would swallow the warning here.
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert result.stderr == "warning: the top-r subspace is barely defined\n"
+
+
+def command_outcome(capsys, *args):
+    """(exit status, stderr) of train.py's main() under friendly_errors, as the command line runs it."""
+    with pytest.raises(SystemExit) as exit_status:
+        with train.friendly_errors():
+            train.main([str(arg) for arg in args])
+    return exit_status.value.code, capsys.readouterr().err
+
+
+def write_lines(path, text):
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--device", "bogus"], "is not a device"),
+        (["--device", "meta"], "cannot train there"),
+        (["--device", "cuda:7"] if not torch.cuda.is_available() else ["--device", "cuda:999"], "cannot train there"),
+        (["--epochs", "inf"], "--epochs must be a positive finite number"),
+        (["--epochs", "1e12"], "more than 10,000,000 steps"),
+        (["--steps", str(10**12)], "more than 10,000,000"),
+        (["--seed", str(2**64)], "--seed must be between 0 and 2"),
+        (["--lr", "nan"], "--lr must be a positive finite number"),
+        (["--alpha", "nan"], "alpha must be a positive number"),
+        (["--dropout", "1.5"], "--dropout must be a probability"),
+        (["--method", "lora", "--rank", "1000000000"], "LoRA rank 1000000000 is more than"),
+        (["--method", "vera", "--rank", "1000000000"], "needs a shared random pair of 953.7 GiB"),
+        (["--method", "lora,loraxs", "--rank", "64"], "transformer.h.0.attn.c_attn: LoRA rank 64"),
+        (["--bogus-flag"], "unrecognized arguments: --bogus-flag"),
+        (["--steps", "x"], "invalid int value: 'x'"),
+    ],
+)
+def test_a_bad_command_line_is_one_error_line_exit_1_and_nothing_written(checkpoint, data, tmp_path, capsys, flags,
+                                                                         message):  # fmt: skip
+    out = tmp_path / "out"
+    status, stderr = command_outcome(capsys, "--init-from", checkpoint, "--data", data, "--out", out, *flags)
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert status == 1 and len(errors) == 1 and message in errors[0] and "Traceback" not in stderr
+    assert not out.exists()
+
+
+def test_bad_output_paths_are_refused_before_anything_trains(checkpoint, data, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(train, "finetune", lambda *a, **k: pytest.fail("training started"))
+    common = ["--init-from", checkpoint, "--data", data, "--method", "lora"]
+    a_file = write_lines(tmp_path / "a-file", "not a folder")
+    status, stderr = command_outcome(capsys, *common, "--out", a_file)
+    assert status == 1 and "a-file is a file, not a folder" in stderr
+    (tmp_path / "out" / "data-lora-r8.json").mkdir(parents=True)  # where the results file would go
+    status, stderr = command_outcome(capsys, *common, "--out", tmp_path / "out")
+    assert status == 1 and "data-lora-r8.json is a folder" in stderr
+
+
+def test_a_stale_adapter_next_to_a_no_save_run_is_pointed_out(checkpoint, data, tmp_path):
+    out = tmp_path / "out"
+    common = ["--init-from", checkpoint, "--data", data, "--method", "lora", "--steps", "1", "--out", out]
+    run_train(*common)
+    with pytest.warns(UserWarning, match="is from an earlier run; with --no-save"):
+        run_train(*common, "--no-save")
+
+
+@pytest.mark.parametrize(
+    "text, outcome",
+    [
+        ('{"prompt": "", "completion": " yes"}\n', "line 1: the prompt is empty"),
+        ('{"prompt": "a", "completion": ""}\n', "line 1: the completion is empty"),
+        ('{"prompt": ' + "[" * 100_000 + "]" * 100_000 + "}\n", "line 1: nested too deeply"),
+        ('\ufeff{"prompt": "Is it?\u2028Yes\u0085", "completion": " yes"}\n', None),  # BOM, U+2028, U+0085: valid
+    ],
+)
+def test_data_files_are_read_as_json_lines_are_defined(tmp_path, text, outcome):
+    from loraxs_mini.data import read_jsonl
+
+    path = write_lines(tmp_path / "data.jsonl", text)
+    if outcome is None:
+        (example,) = read_jsonl(path)
+        assert example.prompt == "Is it?\u2028Yes\u0085"
+    else:
+        with pytest.raises(LoraxsError, match=outcome):
+            read_jsonl(path)
+
+
+def test_a_cache_folder_that_cannot_be_made_is_not_called_a_connection_problem(tmp_path, monkeypatch):
+    from loraxs_mini.download import download_checkpoint
+
+    monkeypatch.setenv("LORAXS_MINI_CACHE", str(write_lines(tmp_path / "a-file", "")))
+    with pytest.raises(LoraxsError, match="cannot create the cache folder .* point LORAXS_MINI_CACHE"):
+        download_checkpoint("gpt2")

@@ -35,6 +35,7 @@ from .vera import VeRALinear, VeRAProjections
 # route and the full float32 SVD disagreed on U_r by a sine of 1.4e-3 at a gap of 1.0003, by at most 4e-5 at
 # every gap above 1.005: the disagreement grows roughly as 1 / (gap - 1).
 NARROW_GAP = 1.001
+MAX_VERA_PAIR_BYTES = 2**31  # 2 GiB: VeRA at rank 256 on GPT-2 XL needs 8 MiB
 
 
 def name_matches(name, pattern):
@@ -135,12 +136,27 @@ def check_adapters(model, config):
     if adapted_layers(model) or getattr(model, "adapter_config", None) is not None:
         raise LoraxsError("this model already has adapters; start from a fresh model to add others")
     layers = find_targets(model, config.targets) if config.method in ADAPTER_METHODS else {}
-    if config.method == "loraxs":
-        for name, layer in layers.items():
+    for name, layer in layers.items():
+        largest = min(layer.in_features, layer.out_features)
+        if config.method == "loraxs":
             try:
                 check_loraxs_rank(layer, config.rank)
             except LoraxsError as error:
                 raise LoraxsError(f"{name}: {error}") from None
+        if config.method == "lora" and config.rank > largest:  # ΔW = B A has rank <= min(in, out) whatever r is
+            raise LoraxsError(
+                f"{name}: LoRA rank {config.rank} is more than a {layer.out_features} x {layer.in_features} layer "
+                f"can use (B A has rank at most {largest}); choose rank <= {largest}"
+            )
+    if config.method == "vera":  # r may exceed the width (the pair is random), but not the memory
+        widest_in = max(layer.in_features for layer in layers.values())
+        widest_out = max(layer.out_features for layer in layers.values())
+        pair_bytes = 4 * config.rank * (widest_in + widest_out)  # A: r x in, B: out x r, float32
+        if pair_bytes > MAX_VERA_PAIR_BYTES:
+            raise LoraxsError(
+                f"VeRA rank {config.rank:,} needs a shared random pair of {pair_bytes / 2**30:,.1f} GiB on this "
+                f"model; choose a rank up to {MAX_VERA_PAIR_BYTES // (4 * (widest_in + widest_out)):,}"
+            )
     return layers
 
 
