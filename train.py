@@ -145,6 +145,8 @@ def check_numbers(args):
             raise LoraxsError(f"{name} must be a positive finite number, got {value}")
     if not 0 <= args.dropout < 1:
         raise LoraxsError(f"--dropout must be a probability in [0, 1), got {args.dropout}")
+    if args.lr is not None and args.lr > 1:  # Adam moves every weight by about the rate at each step
+        raise LoraxsError(f"--lr {args.lr:g} is more than 1: Adam would move every weight by about that much per step")
     if args.steps is not None and args.steps > MAX_STEPS:
         raise LoraxsError(f"--steps {args.steps:,} is more than {MAX_STEPS:,}; a class run needs hundreds")
     if not 0 <= args.seed <= MAX_SEED:
@@ -383,6 +385,11 @@ def main(argv=None):
 
     task = load_task(args.data or args.task)
     say(task.describe())
+    if args.batch_size > len(task.splits["train"]):
+        raise LoraxsError(
+            f"--batch-size {args.batch_size} is more than the {len(task.splits['train'])} training examples of "
+            f"{task.name}; choose a smaller one"
+        )
     if args.epochs and args.epochs * len(task.splits["train"]) / args.batch_size > MAX_STEPS:
         raise LoraxsError(f"--epochs {args.epochs:g} is more than {MAX_STEPS:,} steps; a class run needs hundreds")
     torch.manual_seed(0)  # random:... weights are drawn once, from seed 0, and every run and seed starts from them

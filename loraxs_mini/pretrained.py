@@ -137,6 +137,8 @@ def state_from_checkpoint(tensors, config, source, dtype):
         tensor = tensors.pop(theirs)
         if not tensor.is_floating_point():  # .to(dtype) would turn integers or booleans into weights in silence
             raise LoraxsError(f"{source}: tensor {theirs!r} holds {tensor.dtype}, not floating-point weights")
+        if not torch.isfinite(tensor).all():  # NaN logits later would look like a bad learning rate
+            raise LoraxsError(f"{source}: tensor {theirs!r} holds NaN or infinite values; the checkpoint is corrupt")
         if tensor.dim() != len(expected_shapes[ours]):
             raise LoraxsError(
                 f"{source}: tensor {theirs!r} has {tensor.dim()} dimensions, but the config needs "

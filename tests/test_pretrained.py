@@ -215,6 +215,10 @@ DELETE = object()
             "holds torch.int64, not floating-point",
         ),  # fmt: skip
         (
+            edit_weights(lambda t: t["transformer.h.1.mlp.c_fc.weight"].__setitem__((0, 0), float("nan"))),
+            "holds NaN or infinite values",
+        ),
+        (
             edit_weights(lambda t: t.__setitem__("wte.weight", t["transformer.wte.weight"].clone())),
             "holds both 'transformer.wte.weight' and 'wte.weight'",
         ),  # fmt: skip

@@ -214,7 +214,7 @@ def write_jsonl(path, lines):
         ("zero_steps", "--steps must be a positive finite number"),
     ],
 )
-def test_bad_input_is_refused_clearly_and_writes_nothing(case, message, checkpoint, data, tmp_path):
+def test_bad_input_is_refused_clearly_and_writes_nothing(case, message, checkpoint, data, tmp_path, monkeypatch):
     args = {"--init-from": checkpoint, "--data": data, "--method": "loraxs", "--steps": "2"}
     if case == "rank_too_large":
         args["--rank"] = "33"
@@ -239,8 +239,11 @@ def test_bad_input_is_refused_clearly_and_writes_nothing(case, message, checkpoi
     elif case == "too_long":
         short, long = ({"prompt": "word " * n, "completion": " x"} for n in (3, 300))
         args["--data"] = write_jsonl(tmp_path / "long", [json.dumps(line) for line in (short, long, short, short)])
-    elif case == "nan_loss":
-        args.update({"--method": "full", "--lr": "1e30"})
+        args["--batch-size"] = "2"
+    elif case == "nan_loss":  # a loss that overflows, as a far too large rate makes it (--lr above 1 is refused)
+        nan = torch.tensor(float("nan"), requires_grad=True)
+        monkeypatch.setattr(torch.nn.functional, "cross_entropy", lambda *a, **k: nan * 1)
+        args["--method"] = "full"
     elif case == "zero_steps":
         args["--steps"] = "0"
     out = tmp_path / "out"
@@ -283,6 +286,8 @@ def write_lines(path, text):
         (["--steps", str(10**12)], "more than 10,000,000"),
         (["--seed", str(2**64)], "--seed must be between 0 and 2"),
         (["--lr", "nan"], "--lr must be a positive finite number"),
+        (["--lr", "1e300"], "--lr 1e+300 is more than 1"),
+        (["--batch-size", "100000"], "--batch-size 100000 is more than the 24 training examples"),
         (["--alpha", "nan"], "alpha must be a positive number"),
         (["--dropout", "1.5"], "--dropout must be a probability"),
         (["--method", "lora", "--rank", "1000000000"], "LoRA rank 1000000000 is more than"),

@@ -128,8 +128,14 @@ def read_adapter_config(path):
     saved = {key: parse_json(value, f"{path}: its metadata {key!r}") for key, value in metadata.items()}
     if not well_formed(saved):
         raise LoraxsError(not_ours)
+    recipe, every_field = saved["adapter_config"], {field.name for field in fields(AdapterConfig)}
+    if recipe.keys() != every_field:  # a missing field would silently take today's default, not the trained value
+        raise LoraxsError(
+            f"{path}: its adapter_config should give {', '.join(sorted(every_field))}; it gives "
+            f"{', '.join(sorted(recipe)) or 'none'}. Was it edited?"
+        )
     try:
-        config = AdapterConfig(**saved["adapter_config"])
+        config = AdapterConfig(**recipe)
     except (TypeError, LoraxsError) as error:
         raise LoraxsError(f"{path}: its adapter_config is not valid ({error})") from None
     return config, saved
