@@ -22,7 +22,6 @@ run); each LoRA-XS matrix's SVD is computed once, for the largest rank, and
 sliced for the smaller ones.
 """
 
-import argparse
 import copy
 import json
 import math
@@ -50,7 +49,7 @@ from loraxs_mini.adapters import (
 )
 from loraxs_mini.compare import human_bytes, human_seconds, write_comparison
 from loraxs_mini.data import check_fits, load_task, make_batch
-from loraxs_mini.errors import LoraxsError, friendly_errors
+from loraxs_mini.errors import ArgumentParser, LoraxsError, friendly_errors
 from loraxs_mini.files import atomic_write
 from loraxs_mini.finetune import (
     DEFAULT_BATCH_SIZE,
@@ -72,7 +71,7 @@ ZERO_SHOT_TOLERANCE = 2e-2
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description="Fine-tune GPT-2 with LoRA, VeRA, LoRA-XS or fully; compare them.")
+    parser = ArgumentParser(description="Fine-tune GPT-2 with LoRA, VeRA, LoRA-XS or fully; compare them.")
     parser.add_argument("--method", default="loraxs", help=f"one of {', '.join(METHODS)}, a comma list, or 'all'")
     defaults = ", ".join(f"{method} {rank}" for method, rank in DEFAULT_RANK.items())
     parser.add_argument(
@@ -113,13 +112,7 @@ def parse_args(argv=None):
     parser.add_argument(
         "--save-frozen", action="store_true", help="store the frozen tensors in adapter files too (exact anywhere)"
     )
-    parser.error = lambda message: raise_error(f"{message} (python train.py --help lists every flag)")
     return parser.parse_args(argv)
-
-
-def raise_error(message):
-    """argparse's own complaints, as every other one: one error: line and exit status 1 (argparse exits 2)."""
-    raise LoraxsError(message)
 
 
 def chosen_methods(text):
@@ -428,6 +421,7 @@ def main(argv=None):
         print(f"\n{len(results)} runs in {human_seconds(seconds)} ({per_run} a run); wrote {args.out}/comparison-"
               f"{task.name}.md, .json, .csv{plot_note}")  # fmt: skip
     if dist.is_initialized():
+        dist.barrier()  # every process reaches the end before the group is torn down (gloo can abort otherwise)
         dist.destroy_process_group()
 
 

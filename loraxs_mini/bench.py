@@ -40,7 +40,7 @@ import time
 import torch
 
 from .adapters import EVERY_LINEAR, SVD_METHODS, add_adapters, find_targets, merge_adapters, truncated_svd
-from .errors import LoraxsError, friendly_errors
+from .errors import ArgumentParser, LoraxsError, friendly_errors
 from .finetune import pick_device
 from .measure import peak_memory_bytes
 from .model import GPT, IGNORE_INDEX, PRESETS, GPTConfig
@@ -349,7 +349,7 @@ def training_table(results, memory, workload, args):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description="Benchmark training, set-up and inference against transformers+PEFT")
+    parser = ArgumentParser(description="Benchmark training, set-up and inference against transformers+PEFT")
     parser.add_argument("--device", default="auto", help="auto (cuda if available, else cpu), cpu, cuda")
     parser.add_argument("--batch-size", type=int, default=None, help="default 4 on CPU, 16 on CUDA")
     parser.add_argument("--seq-len", type=int, default=None, help="default 128 on CPU, 1024 on CUDA")

@@ -12,7 +12,6 @@ exercise, passed or not yet, with a hint.
     python -m loraxs_mini.check 03 --file F.py   any file with the same functions
 """
 
-import argparse
 import importlib.util
 import math
 import sys
@@ -33,6 +32,7 @@ from .adapters import (
     parameter_counts,
 )
 from .data import Example, make_batch
+from .errors import ArgumentParser, friendly_errors
 from .evaluate import label_log_likelihoods
 from .finetune import TrainingConfig, learning_rate_at
 from .model import GPT, Block, GPTConfig
@@ -356,7 +356,7 @@ def run(lesson, path):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="Check your lesson exercises.")
+    parser = ArgumentParser(description="Check your lesson exercises.")
     parser.add_argument("lesson", help=f"the lesson number ({', '.join(CHECKS)}) or 'all'")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--solutions", action="store_true", help="check the reference solutions instead")
@@ -371,4 +371,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with friendly_errors():
+        sys.exit(main())

@@ -9,6 +9,7 @@ exit with status 1, so bad input never ends in a traceback. Anything else that
 escapes is a bug in this package and keeps its traceback.
 """
 
+import argparse
 import sys
 import warnings
 from contextlib import contextmanager
@@ -16,6 +17,13 @@ from contextlib import contextmanager
 
 class LoraxsError(Exception):
     """A clear, user-facing error: the message alone tells the user what to do."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose usage mistakes are LoraxsErrors like any other: one error: line, exit status 1 (argparse: 2)."""
+
+    def error(self, message):
+        raise LoraxsError(f"{message} (--help lists every flag)")
 
 
 @contextmanager

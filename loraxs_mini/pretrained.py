@@ -30,7 +30,7 @@ from .download import download_checkpoint
 from .errors import LoraxsError
 from .files import atomic_write
 from .model import GPT, PRESETS, PRETRAINED, GPTConfig
-from .safetensors_file import load_file, save_file
+from .safetensors_file import load_file, parse_json, save_file
 
 CONV1D_WEIGHTS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 LAYER_NORMS_AND_BIASES = (
@@ -176,9 +176,10 @@ def _shape_model(config):
 
 def read_json(path):
     try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError) as error:
-        raise LoraxsError(f"cannot read {path} as JSON: {error}") from None
+        text = Path(path).read_bytes()
+    except OSError as error:
+        raise LoraxsError(f"cannot read {path}: {error.strerror}") from None
+    return parse_json(text, str(path))
 
 
 def config_from_huggingface(hf, name, dropout=0.0):

@@ -197,6 +197,8 @@ DELETE = object()
         (replace_config("[1, 2]"), "must hold a JSON object, not list"),
         (replace_config('"gpt2"'), "must hold a JSON object, not str"),
         (replace_config("null"), "must hold a JSON object, not NoneType"),
+        (replace_config("[" * 100_000 + "]" * 100_000), "config.json is nested too deeply"),
+        (replace_config('{"n_layer": 2'), "config.json is not valid JSON"),
         (edit_config(n_embd=DELETE), "lacks n_embd"),
         (edit_config(n_layer=DELETE, vocab_size=DELETE), "lacks vocab_size, n_layer"),
         (edit_config(n_layer="2"), "n_layer must be a positive whole number, got '2'"),
