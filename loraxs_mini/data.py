@@ -50,10 +50,6 @@ class Task:
     splits: dict  # split name -> list of Example
     labels: list  # the classification labels, or None for exact match
 
-    @property
-    def scoring(self):
-        return "classification" if self.labels else "exact match"
-
     def describe(self):
         sizes = ", ".join(f"{len(self.splits[split])} {split}" for split in SPLITS)
         how = f"classification among {self.labels}" if self.labels else "exact match of the greedy answer"

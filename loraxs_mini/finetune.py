@@ -10,7 +10,7 @@ decays linearly to zero. Batches come from a seeded shuffle, epoch after
 epoch, so the same seed gives the same run.
 
 Data parallel (torchrun --nproc_per_node N): every process builds the same
-global batch and takes its own rows of it (rank, rank + N, ...). DDP averages
+global batch and takes its own rows of it (process p takes p, p + N, ...). DDP averages
 the N gradients; scaling each process's mean loss by N x (its tokens / all
 tokens) makes that average exactly the gradient of the single-process loss.
 """
@@ -50,7 +50,6 @@ class TrainingConfig:
     steps: int = DEFAULT_STEPS
     batch_size: int = DEFAULT_BATCH_SIZE  # examples per step, over all processes together
     learning_rate: float = 1e-3
-    weight_decay: float = 0.0
     grad_clip: float = 1.0
     seed: int = 0
 
@@ -64,7 +63,7 @@ def default_learning_rate(method, rank=None):
 
 
 def world():
-    """(rank, number of processes): (0, 1) unless started by torchrun."""
+    """(this process's number, number of processes): (0, 1) unless started by torchrun. Not the adapter rank."""
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
@@ -121,20 +120,20 @@ def finetune(model, task, config, device="cpu", progress=True):
     Train `model` (possibly DDP-wrapped) on task's train split. Returns a dict:
     losses (one per step), tokens (read), seconds, tokens_per_second.
     """
-    rank, world_size = world()
+    process, world_size = world()
     trainable = [p for p in model.parameters() if p.requires_grad]
     if not trainable:
         raise LoraxsError("nothing to train: this model has no trainable parameters (method 'none')")
-    optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=0.0)  # AdamW's default is 0.01
     train = task.splits["train"]
     losses, tokens = [], 0
     model.train()
     start = time.perf_counter()
-    bar = tqdm(batch_order(train, config), desc="training", disable=not progress or rank != 0, dynamic_ncols=True)
+    bar = tqdm(batch_order(train, config), desc="training", disable=not progress or process != 0, dynamic_ncols=True)
     for step, indices in enumerate(bar):
         examples = [train[i] for i in indices]
         all_targets = sum(len(example.completion_tokens) + 1 for example in examples)  # the whole global batch
-        mine = examples[rank::world_size]
+        mine = examples[process::world_size]
         inputs, targets = make_batch(mine, device)
         for group in optimizer.param_groups:
             group["lr"] = learning_rate_at(step, config)
@@ -166,12 +165,12 @@ def finetune(model, task, config, device="cpu", progress=True):
 
 def accuracy(model, task, split, device="cpu", batch_size=32, progress=False):
     """Share of the split the model gets right; under torchrun each process scores its slice."""
-    rank, world_size = world()
+    process, world_size = world()
     model = getattr(model, "module", model)  # the model inside a DDP wrapper
     examples = task.splits[split]
     with autocast(device):
-        mine = examples[rank::world_size]
-        correct = torch.tensor(float(count_correct(model, task, mine, batch_size, progress and rank == 0)))
+        mine = examples[process::world_size]
+        correct = torch.tensor(float(count_correct(model, task, mine, batch_size, progress and process == 0)))
     if world_size > 1:
         correct = correct.to(device)
         dist.all_reduce(correct)

@@ -22,7 +22,7 @@ without touching this file, and a checkpoint maps onto it name by name
 """
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -68,17 +68,10 @@ class GPTConfig:
 
     @classmethod
     def from_name(cls, name, **overrides):
-        """The configuration of a preset: one of `GPTConfig.presets()`."""
+        """The configuration of a preset: one of the names in PRESETS."""
         if name not in PRESETS:
             raise LoraxsError(f"unknown model preset {name!r}; choose one of {', '.join(PRESETS)}")
         return cls(name=name, **{**PRESETS[name], **overrides})
-
-    @staticmethod
-    def presets():
-        return list(PRESETS)
-
-    def to_dict(self):
-        return asdict(self)
 
 
 MAX_PARAMETERS = 20_000_000_000  # 13x GPT-2 XL: beyond it a config.json is wrong, not big
