@@ -49,6 +49,7 @@ from loraxs_mini.adapters import (
 )
 from loraxs_mini.compare import human_bytes, human_seconds, write_comparison
 from loraxs_mini.data import check_fits, load_task, make_batch
+from loraxs_mini.device import pick_device, world
 from loraxs_mini.errors import ArgumentParser, LoraxsError, friendly_errors
 from loraxs_mini.files import atomic_write
 from loraxs_mini.finetune import (
@@ -58,8 +59,6 @@ from loraxs_mini.finetune import (
     accuracy,
     default_learning_rate,
     finetune,
-    pick_device,
-    world,
 )
 from loraxs_mini.measure import peak_memory_bytes
 from loraxs_mini.pretrained import load_base_model

@@ -40,8 +40,8 @@ import time
 import torch
 
 from .adapters import EVERY_LINEAR, SVD_METHODS, add_adapters, find_targets, merge_adapters, truncated_svd
+from .device import autocast, pick_device
 from .errors import ArgumentParser, LoraxsError, friendly_errors
-from .finetune import pick_device
 from .measure import peak_memory_bytes
 from .model import GPT, IGNORE_INDEX, PRESETS, GPTConfig
 
@@ -129,11 +129,6 @@ def synchronize(device):
         torch.cuda.synchronize()
 
 
-def autocast(device, dtype):
-    """bf16: matrix products in bfloat16, weights and optimizer state in float32 (on CUDA or, slowly, on the CPU)."""
-    return torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=dtype == "bf16")
-
-
 class Trainer:
     """One configuration: its model, optimizer and step timings."""
 
@@ -150,7 +145,7 @@ class Trainer:
     def step(self):
         synchronize(self.args.device)
         start = time.perf_counter()
-        with autocast(self.args.device, self.args.dtype):
+        with autocast(self.args.device, bf16=self.args.dtype == "bf16"):
             loss = self.loss()
         loss.backward()
         self.optimizer.step()
@@ -272,7 +267,7 @@ def time_inference(args):
     merged = merged.to(args.device).eval()
     models = {"plain": plain, "loraxs, not merged": adapted, "loraxs, merged": merged}
     times = {name: [] for name in models}
-    with torch.no_grad(), autocast(args.device, args.dtype):
+    with torch.no_grad(), autocast(args.device, bf16=args.dtype == "bf16"):
         for model in models.values():
             for _ in range(args.warmup):
                 model(idx)

@@ -15,7 +15,6 @@ the N gradients; scaling each process's mean loss by N x (its tokens / all
 tokens) makes that average exactly the gradient of the single-process loss.
 """
 
-import contextlib
 import math
 import random
 import time
@@ -27,6 +26,7 @@ from tqdm import tqdm
 
 from .adapters import DEFAULT_RANK
 from .data import make_batch
+from .device import autocast, world
 from .errors import LoraxsError
 from .evaluate import count_correct
 from .model import IGNORE_INDEX
@@ -60,42 +60,6 @@ def default_learning_rate(method, rank=None):
     rank = DEFAULT_RANK.get(method) if rank is None else rank
     nearest = min(rates, key=lambda measured: 0 if measured is None else abs(math.log(measured / rank)))
     return rates[nearest]
-
-
-def world():
-    """(this process's number, number of processes): (0, 1) unless started by torchrun. Not the adapter rank."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def pick_device(name):
-    """--device: 'auto' takes CUDA, then Apple's MPS, then the CPU; a device that is not there is refused."""
-    if name != "auto":
-        try:
-            device = torch.device(name)
-        except RuntimeError:
-            raise LoraxsError(f"--device {name!r} is not a device; use auto, cpu, cuda, cuda:1 or mps") from None
-        there = {
-            "cpu": True,
-            "cuda": torch.cuda.is_available() and (device.index or 0) < torch.cuda.device_count(),
-            "mps": getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available(),
-        }
-        if not there.get(device.type, False):
-            raise LoraxsError(f"--device {name}: this PyTorch cannot train there; use --device auto or cpu")
-        return name
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
-
-
-def autocast(device):
-    """bfloat16 autocast on CUDA (matrix products in bf16, weights and optimizer in fp32); off elsewhere."""
-    if torch.device(device).type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def learning_rate_at(step, config):
