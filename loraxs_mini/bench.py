@@ -314,7 +314,7 @@ def flops_per_token(config, seq_len, weight_gradients=True):
 # ---------------------------------------------------------------- the report
 
 
-def human_bytes(n):
+def gibibytes(n):
     return "-" if n is None else f"{n / 2**30:.2f} GiB"
 
 
@@ -331,7 +331,7 @@ def training_table(results, memory, workload, args):
         tokens = args.batch_size * args.seq_len / row["seconds"]
         lines.append(
             f"| {name} | {row['trainable']:,} | {row['seconds']:.3f} s | {tokens:,.0f} | {ratio} "
-            f"| {human_bytes(memory.get(name))} |"
+            f"| {gibibytes(memory.get(name))} |"
         )
     ours = {name: results[name]["seconds"] for name in OURS if name in results}
     if "loraxs" in ours and "full" in ours and "lora" in ours:
