@@ -62,7 +62,7 @@ def have_reference():
 # ---------------------------------------------------------------- building the configurations
 
 
-def make_batch(batch_size, seq_len, workload, device):
+def random_batch(batch_size, seq_len, workload, device):
     """Random tokens; targets for our model and labels for transformers that score the same positions."""
     generator = torch.Generator().manual_seed(0)
     idx = torch.randint(0, 50257, (batch_size, seq_len), generator=generator)
@@ -156,7 +156,7 @@ class Trainer:
 
 def time_training(names, args, workload):
     """Median step time of each configuration, timed in interleaved rounds."""
-    batch = make_batch(args.batch_size, args.seq_len, workload, args.device)
+    batch = random_batch(args.batch_size, args.seq_len, workload, args.device)
     trainers = []
     for name in names:
         trainer = Trainer(name, args, batch)
@@ -187,7 +187,7 @@ def measure_memory(name, args, workload):
 
 
 def memory_worker(args):
-    batch = make_batch(args.batch_size, args.seq_len, args.workload, args.device)
+    batch = random_batch(args.batch_size, args.seq_len, args.workload, args.device)
     trainer = Trainer(args.memory_of, args, batch)
     for _ in range(2):
         trainer.step()
@@ -258,7 +258,7 @@ def adapted_matrices(model):
 
 def time_inference(args):
     """Forward passes (no gradient) of the plain model, LoRA-XS unmerged, and LoRA-XS merged, interleaved."""
-    idx = make_batch(args.batch_size, args.seq_len, "lm", args.device)[0]
+    idx = random_batch(args.batch_size, args.seq_len, "lm", args.device)[0]
     torch.manual_seed(0)
     plain = GPT(GPTConfig.from_name(args.shape), verbose=False).to(args.device).eval()
     settings = dict(rank=args.rank, targets=TARGETS)

@@ -47,7 +47,7 @@ def test_reference_rows_and_ratios_with_transformers_and_peft(tmp_path):
 
 def test_the_paper_style_reference_trains_only_r(tmp_path):
     pytest.importorskip("peft")
-    batch = bench.make_batch(2, 16, "finetune", "cpu")
+    batch = bench.random_batch(2, 16, "finetune", "cpu")
     model, loss = bench.build("peft-loraxs", "tiny", 4, batch, "cpu")
     trainable = {name for name, p in model.named_parameters() if p.requires_grad}
     assert trainable and all(name.endswith("loraxs_R.weight") for name in trainable)
@@ -56,11 +56,11 @@ def test_the_paper_style_reference_trains_only_r(tmp_path):
 
 
 def test_both_workloads_score_the_same_positions_in_both_models():
-    idx, targets, labels = bench.make_batch(2, 16, "finetune", "cpu")
+    idx, targets, labels = bench.random_batch(2, 16, "finetune", "cpu")
     assert (targets != -100).sum() == 2 * 4  # the last quarter of each sequence
     # transformers predicts label t at position t - 1: the same tokens as our shifted targets
     assert (labels[:, 1:] == targets[:, :-1]).all()
-    _, all_targets, _ = bench.make_batch(2, 16, "lm", "cpu")
+    _, all_targets, _ = bench.random_batch(2, 16, "lm", "cpu")
     assert (all_targets != -100).sum() == 2 * 15
 
 
