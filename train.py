@@ -127,6 +127,7 @@ def chosen_methods(text):
 
 MAX_STEPS = 10_000_000  # far beyond any class; the data order for every step is drawn up front
 MAX_SEED = 2**63 - 1  # torch.manual_seed's limit
+MAX_SEEDS = 100  # runs per configuration
 
 
 def check_numbers(args):
@@ -190,8 +191,8 @@ def chosen_seeds(args):
     items = [item.strip() for item in args.seeds.split(",")]
     seeds = whole_numbers(items, "--seeds")
     if len(seeds) == 1:
-        if seeds[0] < 1:
-            raise LoraxsError(f"--seeds must be at least 1, got {seeds[0]}")
+        if not 1 <= seeds[0] <= MAX_SEEDS:
+            raise LoraxsError(f"--seeds must be between 1 and {MAX_SEEDS}, got {seeds[0]}; 3 to 5 show the spread")
         seeds = list(range(args.seed, args.seed + seeds[0]))
     if len(set(seeds)) < len(seeds) or min(seeds) < 0 or max(seeds) > MAX_SEED:
         raise LoraxsError(f"--seeds {args.seeds}: give different seeds, none negative, none above 2**63 - 1")

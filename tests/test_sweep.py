@@ -97,7 +97,8 @@ def test_the_cached_svd_gives_the_same_a_and_b_as_a_fresh_one_at_every_rank(svd)
     [
         (["--method", "loraxs", "--rank", "loraxs=2,64"], "transformer.h.0.attn.c_attn: LoRA-XS rank 64 is too large"),
         (["--method", "lora", "--rank", "lora="], "an empty value for lora"),
-        (["--method", "lora", "--seeds", "0"], "--seeds must be at least 1"),
+        (["--method", "lora", "--seeds", "0"], "--seeds must be between 1 and 100"),
+        (["--method", "lora", "--seeds", "1000000000"], "--seeds must be between 1 and 100"),
         (["--method", "lora", "--seeds", "1,1"], "give different seeds"),
         (["--method", "lora,vera,lora"], "--method lists lora twice"),
         (["--method", "lora", "--rank", "lora=2", "lora=4"], "lora is listed twice"),
