@@ -74,10 +74,10 @@ def base_fingerprint(model):
 
 
 def same_fingerprint(ours, theirs):
-    """Equal up to rounding: each projection sum is about sqrt(Σ W²) in size, and Σ W² is compared relatively."""
-    tolerance = 1e-6 * max(ours[0], 1.0)
-    return abs(ours[0] - theirs[0]) <= tolerance and all(
-        abs(a - b) <= 1e-6 * math.sqrt(max(ours[0], 1.0)) for a, b in zip(ours[1:], theirs[1:])
+    """Equal up to rounding: Σ W² to 1e-6 of itself, each projection sum (about sqrt(Σ W²) in size) to 1e-6 of that."""
+    scale = max(ours[0], 1.0)
+    return abs(ours[0] - theirs[0]) <= 1e-6 * scale and all(
+        abs(a - b) <= 1e-6 * math.sqrt(scale) for a, b in zip(ours[1:], theirs[1:])
     )
 
 
