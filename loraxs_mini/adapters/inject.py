@@ -35,7 +35,7 @@ from .vera import VeRALinear, VeRAProjections
 # route and the full float32 SVD disagreed on U_r by a sine of 1.4e-3 at a gap of 1.0003, by at most 4e-5 at
 # every gap above 1.005: the disagreement grows roughly as 1 / (gap - 1).
 NARROW_GAP = 1.001
-MAX_VERA_PAIR_BYTES = 2**31  # 2 GiB: VeRA at rank 256 on GPT-2 XL needs 8 MiB
+MAX_VERA_PAIR_BYTES = 2**31  # 2 GiB; at rank 256, GPT-2 XL's pair is 256 x (6400 + 6400) x 4 bytes = 12.5 MiB
 
 
 def name_matches(name, pattern):
@@ -137,12 +137,12 @@ def check_adapters(model, config):
         raise LoraxsError("this model already has adapters; start from a fresh model to add others")
     layers = find_targets(model, config.targets) if config.method in ADAPTER_METHODS else {}
     for name, layer in layers.items():
-        largest = min(layer.in_features, layer.out_features)
         if config.method == "loraxs":
             try:
                 check_loraxs_rank(layer, config.rank)
             except LoraxsError as error:
                 raise LoraxsError(f"{name}: {error}") from None
+        largest = min(layer.in_features, layer.out_features)
         if config.method == "lora" and config.rank > largest:  # ΔW = B A has rank <= min(in, out) whatever r is
             raise LoraxsError(
                 f"{name}: LoRA rank {config.rank} is more than a {layer.out_features} x {layer.in_features} layer "
