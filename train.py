@@ -34,6 +34,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from loraxs_mini.adapters import (
     ADAPTER_METHODS,
@@ -49,19 +50,21 @@ from loraxs_mini.adapters import (
 )
 from loraxs_mini.compare import human_bytes, human_seconds, write_comparison
 from loraxs_mini.data import check_fits, load_task, make_batch
-from loraxs_mini.device import pick_device, world
+from loraxs_mini.device import autocast, pick_device, world
 from loraxs_mini.errors import ArgumentParser, LoraxsError, friendly_errors
+from loraxs_mini.evaluate import accuracy
 from loraxs_mini.files import atomic_write
-from loraxs_mini.finetune import (
+from loraxs_mini.measure import peak_memory_bytes
+from loraxs_mini.model import GPT, IGNORE_INDEX, PRESETS, GPTConfig
+from loraxs_mini.pretrained import config_from_huggingface, load_pretrained, read_json
+from loraxs_mini.recipe import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_STEPS,
-    TrainingConfig,
-    accuracy,
+    GRAD_CLIP,
+    batch_order,
     default_learning_rate,
-    finetune,
+    learning_rate_at,
 )
-from loraxs_mini.measure import peak_memory_bytes
-from loraxs_mini.pretrained import load_base_model
 
 # The zero-shot accuracy of the base model stands for every run whose adapters, as added, move no log-probability
 # by more than this. LoRA and VeRA move none (B = 0, b = 0); LoRA-XS's R ~ N(0, 1e-5²) moved the small pretrained
@@ -260,6 +263,77 @@ def start_distributed(device):
     return device
 
 
+def base_model(init_from):
+    """
+    --init-from: a preset or checkpoint (pretrained weights, see loraxs_mini/pretrained.py), or
+    random:<preset or checkpoint folder>, the same shape with fresh weights drawn from seed 0: the baseline
+    that shows what pretraining brings.
+    """
+    if not init_from.startswith("random:"):
+        return load_pretrained(init_from)
+    source = init_from.removeprefix("random:")
+    if source in PRESETS:
+        config = GPTConfig.from_name(source)
+    elif Path(source, "config.json").is_file():
+        config = config_from_huggingface(read_json(Path(source, "config.json")), Path(source).resolve().name)
+    else:
+        raise LoraxsError(
+            f"--init-from random:{source} needs a preset ({', '.join(PRESETS)}) or a folder with a config.json "
+            "to take the shape from"
+        )
+    config.name = f"random-{config.name}"
+    torch.manual_seed(0)  # every run and seed of the command starts from the same random weights
+    return GPT(config)
+
+
+def fine_tune(model, task, steps, batch_size, learning_rate, seed, device):
+    """
+    The training loop. Returns the loss of every step and the number of tokens read.
+
+    Under torchrun `model` is wrapped in DDP: every process draws the same global batch and takes its own rows
+    (process p takes p, p + N, ...), and DDP averages the N gradients during backward. Weighting each process's
+    mean loss by N x (its graded tokens / the batch's) makes that average exactly the gradient of the batch's
+    mean loss, as if one process had read it all. Alone, the weight is 1.
+    """
+    process, world_size = world()
+    trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=learning_rate, weight_decay=0.0)  # AdamW's default would be 0.01
+    train, losses, tokens = task.splits["train"], [], 0
+    model.train()
+    bar = tqdm(batch_order(len(train), steps, batch_size, seed), "training", disable=process != 0, dynamic_ncols=True)
+    for step, indices in enumerate(bar):
+        examples = [train[i] for i in indices]
+        inputs, targets = make_batch(examples[process::world_size], device)  # (b, T) each: this process's rows
+        with autocast(device):  # bfloat16 products on CUDA, float32 elsewhere
+            _, loss = model(inputs, targets)  # mean cross-entropy over this process's completion tokens
+        graded = sum(len(example.completion_tokens) + 1 for example in examples)  # + 1: the closing <|endoftext|>
+        loss = loss * world_size * (targets != IGNORE_INDEX).sum() / graded
+        loss.backward()  # gradients reach only the trainable tensors
+        torch.nn.utils.clip_grad_norm_(trainable, GRAD_CLIP)
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate_at(step, steps, learning_rate)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+        losses.append(batch_loss(loss, world_size, step))
+        tokens += sum(len(example) for example in examples)
+        bar.set_postfix(loss=f"{sum(losses[-10:]) / len(losses[-10:]):.3f}")
+    return losses, tokens
+
+
+def batch_loss(loss, world_size, step):
+    """The whole batch's mean loss, for the log (summed over processes); a loss that is not finite stops the run."""
+    loss = loss.detach() / world_size
+    if world_size > 1:
+        dist.all_reduce(loss)
+    if not math.isfinite(loss.item()):
+        raise LoraxsError(
+            f"the loss became {loss.item()} at step {step + 1}; training stopped and nothing was saved. "
+            "Lower the learning rate (--lr) and try again"
+        )
+    return loss.item()
+
+
 def run_name(task_name, adapter, seeded):
     """sentiment-loraxs-r8, sentiment-full, or with --seeds sentiment-loraxs-r8-seed1: what names a run's files."""
     name = f"{task_name}-{adapter.method}" + (f"-r{adapter.rank}" if adapter.rank else "")
@@ -294,13 +368,8 @@ def run_one(adapter, base, zero_shot, svd_cache, args, task, device, say, name):
     steps = args.steps or DEFAULT_STEPS
     if args.epochs:
         steps = math.ceil(args.epochs * len(task.splits["train"]) / args.batch_size)
-    config = TrainingConfig(
-        steps=steps,
-        batch_size=args.batch_size,
-        learning_rate=args.lr or default_learning_rate(method, adapter.rank),
-        seed=adapter.seed,
-    )
-    training = {"losses": [], "tokens": 0, "seconds": 0.0, "tokens_per_second": 0.0}
+    learning_rate = args.lr or default_learning_rate(method, adapter.rank)
+    losses, tokens, seconds = [], 0, 0.0
     final = zero_shot  # "none" trains nothing: its accuracy is the zero-shot one
     if method != "none":
         trained = model
@@ -310,14 +379,15 @@ def run_one(adapter, base, zero_shot, svd_cache, args, task, device, say, name):
             )
         if args.compile:
             trained = torch.compile(trained)
-        training = finetune(trained, task, config, device)
+        start = time.perf_counter()
+        losses, tokens = fine_tune(trained, task, steps, args.batch_size, learning_rate, adapter.seed, device)
+        seconds = time.perf_counter() - start
         final = {split: accuracy(model, task, split, device, progress=True) for split in ("validation", "test")}
 
     adapter_file, adapter_bytes = None, 0
     if method != "none" and not args.no_save and world()[0] == 0:
         adapter_file = Path(args.out) / f"{name}.safetensors"
         adapter_bytes = save_adapters(model, adapter_file, frozen=args.save_frozen)
-    losses = training["losses"]
     return {
         "task": task.name,
         "method": method,
@@ -328,7 +398,7 @@ def run_one(adapter, base, zero_shot, svd_cache, args, task, device, say, name):
         "base_model": model.config.name,
         "steps": steps if method != "none" else 0,
         "batch_size": args.batch_size,
-        "learning_rate": config.learning_rate,
+        "learning_rate": learning_rate,
         "device": device,
         "processes": world()[1],
         "trainable_parameters": trainable,
@@ -340,9 +410,9 @@ def run_one(adapter, base, zero_shot, svd_cache, args, task, device, say, name):
         "first_loss": losses[0] if losses else None,
         "final_loss": sum(losses[-10:]) / len(losses[-10:]) if losses else None,
         "losses": losses,
-        "training_seconds": training["seconds"],
+        "training_seconds": seconds,
         "wall_seconds": time.perf_counter() - started,
-        "tokens_per_second": training["tokens_per_second"],
+        "tokens_per_second": tokens / seconds if seconds else 0.0,
         "peak_memory_bytes": peak_memory_bytes(device),
         "adapter_file": str(adapter_file) if adapter_file else None,
         "adapter_bytes": adapter_bytes,
@@ -385,8 +455,7 @@ def main(argv=None):
         )
     if args.epochs and args.epochs * len(task.splits["train"]) / args.batch_size > MAX_STEPS:
         raise LoraxsError(f"--epochs {args.epochs:g} is more than {MAX_STEPS:,} steps; a class run needs hundreds")
-    torch.manual_seed(0)  # random:... weights are drawn once, from seed 0, and every run and seed starts from them
-    base = load_base_model(args.init_from, verbose=False).to(device).eval()  # loaded once, copied for each run
+    base = base_model(args.init_from).to(device).eval()  # loaded once, copied for each run
     check_fits(task, base.config.block_size)
     for adapter in runs:  # every rank and target checked against the model before anything trains
         check_adapters(base, adapter)

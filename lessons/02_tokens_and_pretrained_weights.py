@@ -17,7 +17,7 @@ import torch
 
 from loraxs_mini import GPT, GPTConfig
 from loraxs_mini.errors import friendly_errors
-from loraxs_mini.pretrained import CONV1D_WEIGHTS
+from loraxs_mini.pretrained import CONV1D_WEIGHTS, load_pretrained, save_pretrained
 from loraxs_mini.safetensors_file import load_file
 from loraxs_mini.tokenizer import decode, encode
 
@@ -38,10 +38,10 @@ for text in ["The movie was wonderful.", " positive", " negative", " unbelievabl
 # tensor, its dtype, shape and where its bytes are. Nothing is executed on loading.
 folder = Path(tempfile.mkdtemp())
 if QUICK:  # a tiny random GPT-2, saved in Hugging Face's layout, plays the pretrained model
-    GPT(GPTConfig.from_name("tiny"), verbose=False).save_pretrained(folder / "tiny")
+    save_pretrained(GPT(GPTConfig.from_name("tiny")), folder / "tiny")
     MODEL = folder / "tiny"
 with friendly_errors():  # offline? one clear line instead of a traceback
-    model = GPT.from_pretrained(MODEL).eval()
+    model = load_pretrained(MODEL).eval()
     if Path(str(MODEL)).is_dir():
         path = Path(MODEL) / "model.safetensors"
     else:

@@ -66,7 +66,7 @@ lora.unmerge()
 # add_adapters wraps every attn.c_attn, attn.c_proj, mlp.c_fc and mlp.c_proj and freezes
 # everything else. Count before and after.
 with torch.device("meta"):
-    model = GPT(GPTConfig.from_name("gpt2"), verbose=False)
+    model = GPT(GPTConfig.from_name("gpt2"))
 print("before:", f"{parameter_counts(model)[0]:,} trainable")
 add_adapters(model, "lora", rank=8)
 print("after: ", describe_parameters(model))

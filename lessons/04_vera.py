@@ -25,7 +25,7 @@ QUICK = "--quick" in sys.argv
 # Random projections of a wide enough rank already span useful directions; d chooses how much
 # of each of the r directions to use, b rescales each output.
 with torch.device("meta"):
-    gpt2 = GPT(GPTConfig.from_name("gpt2"), verbose=False)
+    gpt2 = GPT(GPTConfig.from_name("gpt2"))
 add_adapters(gpt2, "vera")  # VeRA's default rank, 256 (PEFT's default): see cell 5 for why r can be large
 print("GPT-2 with VeRA r=256:", describe_parameters(gpt2))
 
@@ -33,7 +33,7 @@ print("GPT-2 with VeRA r=256:", describe_parameters(gpt2))
 #
 # GPT-2's layers are 768 -> 2304, 768 -> 768, 768 -> 3072 and 3072 -> 768. One pair sized for
 # the largest, A: r x 3072 and B: 3072 x r, serves them all: a layer uses A[:, :in], B[:out, :].
-model = GPT(GPTConfig.from_name("tiny" if QUICK else "mini"), verbose=False)
+model = GPT(GPTConfig.from_name("tiny" if QUICK else "mini"))
 add_adapters(model, "vera", rank=4, seed=1234)
 layers = adapted_layers(model)
 first = next(iter(layers.values()))
@@ -49,7 +49,7 @@ print("every layer holds the very same pair:", all(layer.projections is first.pr
 # A and B come from a seeded generator (A first, then B, uniform in ±sqrt(6 / fan_in)), so an
 # adapter file needs only the seed (and a checksum, to catch a torch that draws differently;
 # save_adapters(..., frozen=True) stores the pair itself). The same seed gives the same pair.
-again = add_adapters(GPT(model.config, verbose=False), "vera", rank=4, seed=1234)
+again = add_adapters(GPT(model.config), "vera", rank=4, seed=1234)
 same = next(iter(adapted_layers(again).values())).projections
 print("same seed, same A and B:", torch.equal(same.A, first.projections.A) and torch.equal(same.B, first.projections.B))
 
@@ -69,7 +69,7 @@ print("rank of ΔW with random b:", torch.linalg.matrix_rank(first.delta_weight(
 for rank in (8, 256):
     for method in ("lora", "vera"):
         with torch.device("meta"):
-            m = add_adapters(GPT(GPTConfig.from_name("gpt2"), verbose=False), method, rank=rank)
+            m = add_adapters(GPT(GPTConfig.from_name("gpt2")), method, rank=rank)
         print(f"r={rank:3d} {method}: {describe_parameters(m)}")
 
 # %% Exercises (lessons/exercises/ex04_vera.py; check with: python -m loraxs_mini.check 04)

@@ -21,6 +21,7 @@ from loraxs_mini.adapters import (
     truncated_svd,
 )
 from loraxs_mini.errors import friendly_errors
+from loraxs_mini.pretrained import load_pretrained
 
 QUICK = "--quick" in sys.argv
 MODEL = sys.argv[sys.argv.index("--model") + 1] if "--model" in sys.argv else "gpt2"
@@ -38,7 +39,7 @@ if QUICK:  # a stand-in with a pretrained-like, decaying spectrum
     W = (U * torch.arange(1, 65) ** -0.8) @ V.T
 else:
     with friendly_errors():
-        model = GPT.from_pretrained(MODEL)
+        model = load_pretrained(MODEL)
     W = model.transformer.h[0].attn.c_attn.weight.detach()  # out x in
 S = torch.linalg.svdvals(W)
 random_S = torch.linalg.svdvals(torch.randn_like(W) * W.std())
@@ -86,7 +87,7 @@ print(f"frozen:  B {tuple(loraxs.B.shape)}, A {tuple(loraxs.A.shape)}")
 for name in ("gpt2", "gpt2-xl"):
     for method in ("lora", "loraxs"):
         with torch.device("meta"):
-            m = GPT(GPTConfig.from_name(name), verbose=False)
+            m = GPT(GPTConfig.from_name(name))
         add_adapters(m, method, rank=8, targets=EVERY_LINEAR_SPLIT_QKV)
         print(f"{name:8s} {method:7s} r=8: {describe_parameters(m)}")
 

@@ -1,30 +1,43 @@
-# Lesson 06: fine-tuning on the toy task, and comparing full fine-tuning, LoRA, VeRA and LoRA-XS.
+# Lesson 06: fine-tuning, one step at a time, then the loop; and full fine-tuning, LoRA, VeRA and LoRA-XS compared.
 #
 #     python lessons/06_finetune_and_compare.py                 gpt2 (downloads once), about 13 minutes on a 2-core CPU
 #     python lessons/06_finetune_and_compare.py --model PATH    any GPT-2 checkpoint folder (see lessons/README.md)
 #     python lessons/06_finetune_and_compare.py --quick         a tiny random model and a few steps, for CI
 #
-# Code: loraxs_mini/data.py (batches), loraxs_mini/evaluate.py (scoring), loraxs_mini/finetune.py (the loop).
-# train.py does all of this from the command line: python train.py --method all
+# Code: loraxs_mini/data.py (batches), loraxs_mini/evaluate.py (scoring), loraxs_mini/recipe.py (the learning
+# rates, their schedule, the order of the examples). train.py runs the same loop from the command line.
 
 # %% Setup
 import sys
+import tempfile
+from pathlib import Path
 
 import torch
 
-from loraxs_mini.adapters import add_adapters, parameter_counts
+from loraxs_mini import GPT, GPTConfig
+from loraxs_mini.adapters import METHODS, add_adapters, parameter_counts
 from loraxs_mini.data import check_fits, load_task, make_batch
 from loraxs_mini.errors import friendly_errors
-from loraxs_mini.finetune import DEFAULT_STEPS, TrainingConfig, accuracy, default_learning_rate, finetune
+from loraxs_mini.evaluate import accuracy
 from loraxs_mini.model import IGNORE_INDEX
-from loraxs_mini.pretrained import load_base_model
+from loraxs_mini.pretrained import load_pretrained, save_pretrained
+from loraxs_mini.recipe import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_STEPS,
+    GRAD_CLIP,
+    batch_order,
+    default_learning_rate,
+    learning_rate_at,
+)
 from loraxs_mini.tokenizer import decode
 
 QUICK = "--quick" in sys.argv
 MODEL = sys.argv[sys.argv.index("--model") + 1] if "--model" in sys.argv else "gpt2"
-if QUICK:
-    MODEL = "random:tiny"
 STEPS = 10 if QUICK else DEFAULT_STEPS
+if QUICK:  # a tiny random GPT-2 (train.py's random:tiny: drawn from seed 0), saved once, plays the pretrained model
+    torch.manual_seed(0)
+    MODEL = Path(tempfile.mkdtemp()) / "tiny"
+    save_pretrained(GPT(GPTConfig.from_name("tiny")), MODEL)
 
 # %% 1. The task
 #
@@ -32,6 +45,7 @@ STEPS = 10 if QUICK else DEFAULT_STEPS
 # adjectives and sentence templates that never occur in training: the model can only get them
 # right with what it knew before fine-tuning.
 task = load_task("sentiment")
+train = task.splits["train"]
 print(task.describe())
 for example in task.splits["test"][:3]:
     print(repr(example.prompt), "->", repr(example.completion))
@@ -40,7 +54,7 @@ for example in task.splits["test"][:3]:
 #
 # prompt + completion + <|endoftext|>, shifted by one: the loss covers only the completion and the
 # closing token. The prompt positions get IGNORE_INDEX (-100): context, not a lesson.
-inputs, targets = make_batch(task.splits["train"][:1])
+inputs, targets = make_batch(train[:1])  # (1, T) each
 for position, (token, target) in enumerate(zip(inputs[0].tolist(), targets[0].tolist())):
     graded = "ignored" if target == IGNORE_INDEX else f"must predict {decode([target])!r}"
     print(f"{position:2d} reads {decode([token])!r:14} {graded}")
@@ -48,41 +62,77 @@ for position, (token, target) in enumerate(zip(inputs[0].tolist(), targets[0].to
 # %% 3. Zero-shot: the pretrained model, untouched
 #
 # Classification never generates text: it compares log p(" positive" | prompt) with
-# log p(" negative" | prompt) and picks the larger.
+# log p(" negative" | prompt) and picks the larger (loraxs_mini/evaluate.py).
 with friendly_errors():
-    model = load_base_model(MODEL, verbose=False)
+    model = load_pretrained(MODEL)
 check_fits(task, model.config.block_size)
-add_adapters(model, "none")
 print(f"zero-shot test accuracy: {accuracy(model, task, 'test'):.3f}")
 
-# %% 4. One method, step by step: LoRA-XS
+# %% 4. One training step, by hand
 #
-# A fresh model, adapters in, everything else frozen; then the loop of loraxs_mini/finetune.py:
-# loss on the completion, backward (only R gets gradients), clip, AdamW.
+# LoRA-XS at rank 8 in every linear layer: everything else is frozen, so the optimizer is given
+# only the R matrices. AdamW's own default decays every weight by 1% of the rate at each step;
+# none of the papers does, so weight_decay=0.
 torch.manual_seed(0)
-model = add_adapters(load_base_model(MODEL, verbose=False), "loraxs")  # rank 8, every linear layer
-trainable, base = parameter_counts(model)
-print(f"loraxs: {trainable:,} trainable parameters of {base:,}")
-config = TrainingConfig(steps=STEPS, learning_rate=default_learning_rate("loraxs"))
-result = finetune(model, task, config)
-print(
-    f"loss {result['losses'][0]:.2f} -> {result['losses'][-1]:.2f}; test accuracy {accuracy(model, task, 'test'):.3f}"
-)
+model = add_adapters(load_pretrained(MODEL), "loraxs")
+trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
+optimizer = torch.optim.AdamW(trainable, lr=default_learning_rate("loraxs"), weight_decay=0.0)
+inputs, targets = make_batch(train[:DEFAULT_BATCH_SIZE])  # (16, T) each
 
-# %% 5. All methods on the same data, seed and budget
+_, loss = model(inputs, targets)  # mean cross-entropy over the graded positions
+loss.backward()  # gradients flow through the frozen weights, but are kept only for the trainable ones
+with_gradient = sum(parameter.grad is not None for parameter in model.parameters())
+print(f"loss {loss.item():.4f}; {with_gradient} tensors got a gradient, {len(trainable)} R matrices train")
+norm = torch.nn.utils.clip_grad_norm_(trainable, GRAD_CLIP)  # if the gradient is longer than 1, shorten it to 1
+optimizer.step()  # R <- R - lr · Adam's normalised step
+optimizer.zero_grad(set_to_none=True)  # gradients add up across backward calls: clear them
+with torch.no_grad():
+    print(f"gradient norm {norm:.3f}; the same batch after one step: loss {model(inputs, targets)[1].item():.4f}")
+
+
+# %% 5. The loop: that step, again and again
+#
+# Each step takes the next batch of a seeded shuffle, and the learning rate warms up over the first
+# tenth of the steps, then falls linearly to zero (loraxs_mini/recipe.py). train.py writes the same
+# loop, with two additions: several processes (torchrun) and bfloat16 on a GPU.
+def fine_tune(model, steps, peak_learning_rate, seed=0):
+    trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=peak_learning_rate, weight_decay=0.0)
+    losses = []
+    model.train()
+    for step, indices in enumerate(batch_order(len(train), steps, DEFAULT_BATCH_SIZE, seed)):
+        inputs, targets = make_batch([train[i] for i in indices])  # (16, T) each
+        _, loss = model(inputs, targets)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(trainable, GRAD_CLIP)
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate_at(step, steps, peak_learning_rate)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+    return losses
+
+
+torch.manual_seed(0)  # the same start as train.py --method loraxs --seed 0
+model = add_adapters(load_pretrained(MODEL), "loraxs")
+losses = fine_tune(model, STEPS, default_learning_rate("loraxs"))
+print(f"loraxs: loss {losses[0]:.4f} -> {losses[-1]:.4f} in {STEPS} steps; "
+      f"test accuracy {accuracy(model, task, 'test'):.3f}")  # fmt: skip
+
+# %% 6. All methods on the same data, seed and budget
 #
 # Each method as its authors configure it (loraxs_mini/adapters/config.py): LoRA and LoRA-XS at
 # rank 8, VeRA at rank 256. The learning rates differ on purpose: the fewer numbers a method
-# trains, the further each has to move (README.md shows how they were chosen on validation).
+# trains, the further each has to move (docs/defaults.md shows how they were chosen on validation).
 # One seed only: the seed alone moves these accuracies by several points, so do not rank the
 # methods from this table. `python train.py --method all --seeds 3` gives mean ± std.
 rows = []
-for method in ("full", "lora", "vera", "loraxs"):
+for method in METHODS[1:]:  # "none" trains nothing: its accuracy is the zero-shot one above
     torch.manual_seed(0)
-    model = add_adapters(load_base_model(MODEL, verbose=False), method)
+    model = add_adapters(load_pretrained(MODEL), method)
     trainable, base = parameter_counts(model)
     print(f"{method}: {trainable:,} trainable parameters")
-    finetune(model, task, TrainingConfig(steps=STEPS, learning_rate=default_learning_rate(method)))
+    fine_tune(model, STEPS, default_learning_rate(method))
     rows.append((method, trainable, trainable / base, accuracy(model, task, "test", progress=True)))
 print(f"\n{'method':8s} {'trainable':>12s} {'share':>9s} {'test acc.':>9s}")
 for method, trainable, share, test_accuracy in rows:

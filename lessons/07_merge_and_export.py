@@ -17,21 +17,21 @@ import torch
 from loraxs_mini import GPT, GPTConfig, LoraxsError
 from loraxs_mini.adapters import adapted_layers, add_adapters, load_adapters, merge_adapters, save_adapters
 from loraxs_mini.errors import friendly_errors
-from loraxs_mini.pretrained import load_base_model
+from loraxs_mini.pretrained import load_pretrained, save_pretrained
 from loraxs_mini.safetensors_file import load_file
 
 QUICK = "--quick" in sys.argv
 MODEL = sys.argv[sys.argv.index("--model") + 1] if "--model" in sys.argv else "gpt2"
 folder = Path(tempfile.mkdtemp())
 if QUICK:  # a tiny random GPT-2, saved once, plays the pretrained base model
-    GPT(GPTConfig.from_name("tiny"), verbose=False).save_pretrained(folder / "tiny")
+    save_pretrained(GPT(GPTConfig.from_name("tiny")), folder / "tiny")
     MODEL = folder / "tiny"
 
 # %% 1. A trained adapter
 #
 # To have something worth saving, give every R a random value (as if training had moved it).
 with friendly_errors():
-    model = add_adapters(load_base_model(MODEL, verbose=False), "loraxs", rank=8).eval()
+    model = add_adapters(load_pretrained(MODEL), "loraxs", rank=8).eval()
 torch.manual_seed(0)
 with torch.no_grad():
     for layer in adapted_layers(model).values():
@@ -57,13 +57,13 @@ size_with_frozen = save_adapters(model, folder / "loraxs-r8-frozen.safetensors",
 print(f"with B and A stored too: {size_with_frozen:,} bytes")
 
 # %% 3. Load it into a fresh copy of the base model
-fresh = load_adapters(load_base_model(MODEL, verbose=False), path).eval()
+fresh = load_adapters(load_pretrained(MODEL), path).eval()
 with torch.no_grad():
     print("same logits after loading:", torch.equal(fresh(prompt)[0], adapted_logits))
 
 # It refuses a base model with other weights: R only means something with the B and A it was trained with.
 try:
-    load_adapters(GPT(fresh.config, verbose=False), path)
+    load_adapters(GPT(fresh.config), path)
 except LoraxsError as error:
     print("refused:", error)
 
@@ -90,7 +90,7 @@ print(f"merged logits differ by {difference:.1e} (float32 rounding)")
 print(f"forward pass: {1000 * with_adapters:.1f} ms with adapters, {1000 * seconds_per_forward(merged):.1f} ms merged")
 
 # %% 5. Export: an ordinary GPT-2 checkpoint that any tool can open
-merged.save_pretrained(folder / "merged")
+save_pretrained(merged, folder / "merged")
 print("wrote", sorted(p.name for p in (folder / "merged").iterdir()))
 try:
     from transformers import GPT2LMHeadModel

@@ -9,5 +9,6 @@ loraxs-mini: parameter-efficient fine-tuning of GPT-2, from scratch, for reading
 
 from .errors import LoraxsError
 from .model import GPT, GPTConfig
+from .pretrained import load_pretrained, save_pretrained
 
-__all__ = ["GPT", "GPTConfig", "LoraxsError"]
+__all__ = ["GPT", "GPTConfig", "LoraxsError", "load_pretrained", "save_pretrained"]

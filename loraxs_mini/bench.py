@@ -80,7 +80,7 @@ def build(name, shape, rank, batch, device):
     config = GPTConfig.from_name(shape)
     torch.manual_seed(0)
     if name in OURS:
-        model = add_adapters(GPT(config, verbose=False), name, rank=rank, targets=TARGETS).to(device)
+        model = add_adapters(GPT(config), name, rank=rank, targets=TARGETS).to(device)
         return model, lambda: model(idx, targets)[1]
     import peft
     import transformers
@@ -207,11 +207,11 @@ def setup_times(args):
     """Seconds for add_adapters(..., 'loraxs') on GPT-2 124M (median of 3), and the SVDs alone on gpt2-xl's shape."""
     rows = []
     torch.manual_seed(0)
-    base = GPT(GPTConfig.from_name(args.shape), verbose=False).to(args.device)
+    base = GPT(GPTConfig.from_name(args.shape)).to(args.device)
     for method in SVD_METHODS:
         seconds = []
         for _ in range(3):  # the median of three: a shared machine's speed drifts
-            model = GPT(base.config, verbose=False).to(args.device)
+            model = GPT(base.config).to(args.device)
             model.load_state_dict(base.state_dict())
             synchronize(args.device)
             start = time.perf_counter()
@@ -260,10 +260,10 @@ def time_inference(args):
     """Forward passes (no gradient) of the plain model, LoRA-XS unmerged, and LoRA-XS merged, interleaved."""
     idx = random_batch(args.batch_size, args.seq_len, "lm", args.device)[0]
     torch.manual_seed(0)
-    plain = GPT(GPTConfig.from_name(args.shape), verbose=False).to(args.device).eval()
+    plain = GPT(GPTConfig.from_name(args.shape)).to(args.device).eval()
     settings = dict(rank=args.rank, targets=TARGETS)
-    adapted = add_adapters(GPT(plain.config, verbose=False), "loraxs", **settings).to(args.device).eval()
-    merged = merge_adapters(add_adapters(GPT(plain.config, verbose=False), "loraxs", **settings))
+    adapted = add_adapters(GPT(plain.config), "loraxs", **settings).to(args.device).eval()
+    merged = merge_adapters(add_adapters(GPT(plain.config), "loraxs", **settings))
     merged = merged.to(args.device).eval()
     models = {"plain": plain, "loraxs, not merged": adapted, "loraxs, merged": merged}
     times = {name: [] for name in models}
@@ -307,7 +307,7 @@ def flops_per_token(config, seq_len, weight_gradients=True):
     computed: 4 N + 12 L C T. The adapters' own few FLOPs are left out.
     """
     with torch.device("meta"):
-        parameters = GPT(config, verbose=False).num_parameters()
+        parameters = GPT(config).num_parameters()
     return (6 if weight_gradients else 4) * parameters + 12 * config.n_layer * config.n_embd * seq_len
 
 
@@ -409,12 +409,12 @@ def main(argv=None):
     lines += [f"| {shape} | {method} | {seconds:.2f} |" for shape, method, seconds in rows]
     torch.manual_seed(0)
     accuracy = {f"random weights, {args.shape}'s shape": subspace_errors(
-        adapted_matrices(GPT(GPTConfig.from_name(args.shape), verbose=False)), args.rank)}  # fmt: skip
+        adapted_matrices(GPT(GPTConfig.from_name(args.shape))), args.rank)}  # fmt: skip
     if args.pretrained:
         from .pretrained import load_pretrained
 
         accuracy[f"pretrained {args.pretrained}"] = subspace_errors(
-            adapted_matrices(load_pretrained(args.pretrained, verbose=False)), args.rank
+            adapted_matrices(load_pretrained(args.pretrained)), args.rank
         )
     lines += ["", "Worst sine of the angle between the top-r subspace and a float64 SVD's (0 = exact):", "",
               "| weights | " + " | ".join(SVD_METHODS) + " |", "|---|" + "---:|" * len(SVD_METHODS)]  # fmt: skip

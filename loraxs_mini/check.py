@@ -34,8 +34,8 @@ from .adapters import (
 from .data import Example, make_batch
 from .errors import ArgumentParser, friendly_errors
 from .evaluate import label_log_likelihoods
-from .finetune import TrainingConfig, learning_rate_at
 from .model import GPT, Block, GPTConfig
+from .recipe import learning_rate_at
 from .safetensors_file import read_header, save_file
 
 LESSONS = Path(__file__).resolve().parents[1] / "lessons"
@@ -111,7 +111,7 @@ def check_conv1d_to_linear(module):
 @exercise("02", "greedy_decode", "loop: logits = model(idx)[0][:, -1]; next = argmax; idx = torch.cat(...)")
 def check_greedy_decode(module):
     torch.manual_seed(0)
-    model = GPT(GPTConfig.from_name("tiny"), verbose=False).eval()
+    model = GPT(GPTConfig.from_name("tiny")).eval()
     idx = torch.randint(0, 50257, (2, 5))
     with torch.no_grad():
         got = module.greedy_decode(model, idx, 6)
@@ -231,7 +231,7 @@ def check_loraxs_init(module):
 def check_loraxs_parameter_count(module):
     for name, rank, targets in (("gpt2", 8, None), ("gpt2-medium", 16, ["attn.c_attn", "mlp.c_fc"])):
         with torch.device("meta"):
-            model = add_adapters(GPT(GPTConfig.from_name(name), verbose=False), "loraxs", rank=rank, targets=targets)
+            model = add_adapters(GPT(GPTConfig.from_name(name)), "loraxs", rank=rank, targets=targets)
         per_block = len(targets or DEFAULT_TARGETS)  # by default the four linear layers of a block
         got = module.loraxs_parameter_count(model.config.n_layer, per_block, rank)
         assert got == parameter_counts(model)[0], f"{name} r={rank}: got {got}, expected {parameter_counts(model)[0]:,}"
@@ -256,9 +256,8 @@ def check_completion_targets(module):
 )
 def check_learning_rate_at(module):
     for steps in (10, 150, 333):
-        config = TrainingConfig(steps=steps, learning_rate=0.5)
         for step in range(steps):
-            expected = learning_rate_at(step, config)
+            expected = learning_rate_at(step, steps, 0.5)
             got = module.learning_rate_at(step, steps, 0.5)
             assert math.isclose(got, expected, rel_tol=1e-9), f"step {step} of {steps}: got {got}, expected {expected}"
 
@@ -266,7 +265,7 @@ def check_learning_rate_at(module):
 @exercise("06", "pick_label", "logits[:, label_tokens] gives one column per label; take argmax over dim 1")
 def check_pick_label(module):
     torch.manual_seed(0)
-    model = GPT(GPTConfig.from_name("tiny"), verbose=False).eval()
+    model = GPT(GPTConfig.from_name("tiny")).eval()
     prompts = [torch.randint(0, 50257, (6,)).tolist() for _ in range(16)]
     labels, label_tokens = [" yes", " no", " maybe"], [3763, 645, 3863]
     examples = [Example("", "", prompt, [3763]) for prompt in prompts]
@@ -283,9 +282,9 @@ def check_pick_label(module):
 @exercise("07", "merged_linear", "new = nn.Linear(in, out); new.weight = W + adapter.delta_weight(); copy the bias")
 def check_merged_linear(module):
     torch.manual_seed(0)
-    model = GPT(GPTConfig.from_name("tiny"), verbose=False)
+    model = GPT(GPTConfig.from_name("tiny"))
     for method in ("lora", "vera", "loraxs"):
-        adapted = add_adapters(GPT(model.config, verbose=False), method, rank=4)
+        adapted = add_adapters(GPT(model.config), method, rank=4)
         adapter = adapted.transformer.h[0].mlp.c_fc
         with torch.no_grad():
             for parameter in adapter.parameters():
@@ -305,7 +304,7 @@ def check_adapter_data_bytes(module):
     for method in ("lora", "vera", "loraxs"):
         for rank in (4, 8):
             with torch.device("meta"):
-                model = GPT(GPTConfig.from_name("gpt2"), verbose=False)
+                model = GPT(GPTConfig.from_name("gpt2"))
             add_adapters(model, method, rank=rank, targets=EVERY_LINEAR)  # the four layers of GPT2_SHAPES
             expected = 4 * parameter_counts(model)[0]
             got = module.adapter_data_bytes(method, rank, GPT2_SHAPES * 12)

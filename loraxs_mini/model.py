@@ -140,7 +140,7 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
-    def __init__(self, config, verbose=True):
+    def __init__(self, config):
         super().__init__()
         self.config = config
         self.transformer = nn.ModuleDict(
@@ -160,8 +160,6 @@ class GPT(nn.Module):
         for name, parameter in self.named_parameters():
             if name.endswith("c_proj.weight"):
                 nn.init.normal_(parameter, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
-        if verbose:
-            print(f"GPT ({config.name}): {self.num_parameters():,} parameters")
 
     @staticmethod
     def _init_weights(module):
@@ -239,18 +237,3 @@ class GPT(nn.Module):
                 if finished.all():
                     break
         return idx
-
-    # Loading and saving checkpoints in Hugging Face's layout lives in pretrained.py;
-    # these two are the doors to it.
-    @classmethod
-    def from_pretrained(cls, name_or_path, **kwargs):
-        """A preset name ('gpt2', ...), a folder with config.json + model.safetensors, or a .safetensors file."""
-        from .pretrained import load_pretrained
-
-        return load_pretrained(name_or_path, **kwargs)
-
-    def save_pretrained(self, folder):
-        """Write config.json + model.safetensors that `transformers.GPT2LMHeadModel` can open."""
-        from .pretrained import save_pretrained
-
-        save_pretrained(self, folder)

@@ -55,7 +55,7 @@ def checkpoint_names(n_layer):
     return names
 
 
-def load_pretrained(name_or_path, dropout=0.0, dtype=torch.float32, verbose=True):
+def load_pretrained(name_or_path, dropout=0.0, dtype=torch.float32):
     """
     A preset name ('gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl'), a folder
     holding config.json and model.safetensors, or a bare .safetensors file.
@@ -97,34 +97,10 @@ def load_pretrained(name_or_path, dropout=0.0, dtype=torch.float32, verbose=True
 
     # Build on the 'meta' device (shapes only, no memory, no random init), then adopt the loaded tensors.
     with torch.device("meta"):
-        model = GPT(config, verbose=verbose)
+        model = GPT(config)
     model.load_state_dict(state, assign=True)
     model.lm_head.weight = model.transformer.wte.weight  # assign=True replaced wte's Parameter: tie again
     return model
-
-
-def load_base_model(init_from, dropout=0.0, verbose=True):
-    """
-    What train.py's --init-from names: a preset or checkpoint (pretrained
-    weights, see load_pretrained), or "random:<preset or checkpoint>": the same
-    shape with freshly initialised weights, the baseline that shows what
-    pretraining brings.
-    """
-    init_from = str(init_from)
-    if not init_from.startswith("random:"):
-        return load_pretrained(init_from, dropout=dropout, verbose=verbose)
-    source = init_from.removeprefix("random:")
-    if source in PRESETS:
-        config = GPTConfig.from_name(source, dropout=dropout)
-    elif Path(source, "config.json").is_file():
-        config = config_from_huggingface(read_json(Path(source, "config.json")), Path(source).resolve().name, dropout)
-    else:
-        raise LoraxsError(
-            f"random:{source} needs a preset ({', '.join(PRESETS)}) or a folder with a config.json "
-            "to take the shape from"
-        )
-    config.name = f"random-{config.name}"
-    return GPT(config, verbose=verbose)
 
 
 def state_from_checkpoint(tensors, config, source, dtype):
@@ -171,7 +147,7 @@ def state_from_checkpoint(tensors, config, source, dtype):
 
 def _shape_model(config):
     with torch.device("meta"):
-        return GPT(config, verbose=False)
+        return GPT(config)
 
 
 def read_json(path):
@@ -241,13 +217,11 @@ def config_from_shapes(tensors, name, source, dropout=0.0):
 
 def save_pretrained(model, folder):
     """Write `model` as config.json + model.safetensors in Hugging Face's GPT-2 layout."""
-    from .adapters.base import AdaptedLinear  # late import: the adapters build on this package
-
-    if any(isinstance(module, AdaptedLinear) for module in model.modules()):
-        raise LoraxsError("this model still has adapters; merge them first: model = merge_adapters(model)")
-
     config, folder = model.config, Path(folder)
     parameters = dict(model.named_parameters())
+    if set(parameters) != set(checkpoint_names(config.n_layer)):  # adapters rename layers and add tensors
+        raise LoraxsError("this model has layers GPT-2 does not (adapters?); merge them first: "
+                          "model = merge_adapters(model)")  # fmt: skip
     tensors = {}
     for ours, (theirs, transposed) in checkpoint_names(config.n_layer).items():
         tensor = parameters[ours].detach()

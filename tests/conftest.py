@@ -28,7 +28,7 @@ def private_cache(tmp_path, monkeypatch):
 
 def tiny_gpt(seed=0, **overrides):
     torch.manual_seed(seed)
-    return GPT(GPTConfig.from_name("tiny", **overrides), verbose=False)
+    return GPT(GPTConfig.from_name("tiny", **overrides))
 
 
 @pytest.fixture(scope="session")
@@ -42,5 +42,5 @@ def hf_tiny(tmp_path_factory):
         for parameter in model.parameters():
             parameter.add_(0.05 * torch.randn_like(parameter))
     folder = tmp_path_factory.mktemp("hf_tiny")
-    model.save_pretrained(folder)  # safetensors by default
+    model.save_pretrained(folder)  # transformers writes safetensors by default
     return model, folder

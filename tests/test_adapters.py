@@ -21,13 +21,14 @@ from loraxs_mini.adapters import (
     truncated_svd,
 )
 from loraxs_mini.model import IGNORE_INDEX
+from loraxs_mini.pretrained import save_pretrained
 
 ADAPTERS = ["lora", "vera", "loraxs"]
 
 
 def on_meta(name):
     with torch.device("meta"):
-        return GPT(GPTConfig.from_name(name), verbose=False)
+        return GPT(GPTConfig.from_name(name))
 
 
 # ---------------------------------------------------------------- counting
@@ -353,7 +354,7 @@ def test_mismatched_loads_are_refused(tmp_path):
     path = tmp_path / "a.safetensors"
     save_adapters(train_a_little(add_adapters(tiny_gpt(), "loraxs", rank=4)), path)
     with pytest.raises(LoraxsError, match="trained on custom|trained on tiny with shape"):
-        load_adapters(GPT(GPTConfig.from_name("tiny", n_layer=3), verbose=False), path)
+        load_adapters(GPT(GPTConfig.from_name("tiny", n_layer=3)), path)
     with pytest.raises(LoraxsError, match="trained on other weights"):
         load_adapters(tiny_gpt(seed=1), path)  # same shape, different weights
     with pytest.raises(LoraxsError, match="rank=4, but this model already has rank=2"):
@@ -361,13 +362,13 @@ def test_mismatched_loads_are_refused(tmp_path):
     with pytest.raises(LoraxsError, match="method='loraxs', but this model already has method='lora'"):
         load_adapters(add_adapters(tiny_gpt(), "lora", rank=4), path)
     with pytest.raises(LoraxsError, match="not an adapter file"):
-        tiny_gpt().save_pretrained(tmp_path / "m")
+        save_pretrained(tiny_gpt(), tmp_path / "m")
         load_adapters(tiny_gpt(), tmp_path / "m" / "model.safetensors")
 
 
 def test_loraxs_adapter_of_gpt2_124m_is_a_few_kilobytes(tmp_path):
     torch.manual_seed(0)
-    model = add_adapters(GPT(GPTConfig.from_name("gpt2"), verbose=False), "loraxs", rank=8, svd="randomized")
+    model = add_adapters(GPT(GPTConfig.from_name("gpt2")), "loraxs", rank=8, svd="randomized")
     size = save_adapters(model, tmp_path / "gpt2-loraxs-r8.safetensors")
     assert 3_072 * 4 < size < 20_000  # 3,072 float32 numbers; the header names 48 tensors, 96 checksums
 

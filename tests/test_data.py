@@ -9,8 +9,8 @@ import torch
 
 from conftest import ROOT, tiny_gpt
 from loraxs_mini import LoraxsError
-from loraxs_mini.data import Example, check_fits, load_task, make_batch, read_jsonl, task_names
-from loraxs_mini.evaluate import count_correct, greedy_answers, label_log_likelihoods
+from loraxs_mini.data import Example, Task, check_fits, load_task, make_batch, read_jsonl, task_names
+from loraxs_mini.evaluate import accuracy, greedy_answers, label_log_likelihoods
 from loraxs_mini.model import IGNORE_INDEX
 from loraxs_mini.tokenizer import END_OF_TEXT, decode, encode
 
@@ -57,11 +57,15 @@ def test_a_batch_grades_only_the_completion_and_its_end():
     ]
 
 
-def test_label_likelihoods_match_a_hand_computation():
+@pytest.mark.parametrize("batch_size", [1, 3])
+@pytest.mark.parametrize(
+    "labels", [[" positive", " not bad at all"], [" positive", " negative", " fine"]], ids=["mixed", "single-token"]
+)  # a multi-token label takes the plain path; single-token labels all take the aside (one pass for every label)
+def test_label_likelihoods_match_a_hand_computation(labels, batch_size):
     model = tiny_gpt().eval()
-    examples = [Example("", "", encode("Review: it was fine.\nSentiment:"), []), Example("", "", [11, 12], [])]
-    labels = [" positive", " not bad at all"]  # one single-token and one multi-token label
-    scores = label_log_likelihoods(model, examples, labels, batch_size=1)
+    prompts = [encode("Review: it was fine.\nSentiment:"), [11, 12], [7, 8, 9, 10]]  # padding within a batch
+    examples = [Example("", "", prompt, []) for prompt in prompts]
+    scores = label_log_likelihoods(model, examples, labels, batch_size=batch_size)
     for i, example in enumerate(examples):
         for k, label in enumerate(labels):
             tokens = encode(label)
@@ -81,13 +85,17 @@ def test_greedy_answers_stop_at_the_end_token_and_match_generate():
         assert answer == decode(tokens)
 
 
-def test_count_correct_uses_the_task_scoring_and_keeps_training_mode(tmp_path):
+def with_test_split(task, examples):
+    return Task(task.name, {**task.splits, "test": examples}, task.labels)
+
+
+def test_accuracy_uses_the_task_scoring_and_keeps_training_mode(tmp_path):
     task = load_task("sentiment")
     model = tiny_gpt().train()
     examples = task.splits["test"][:20]
     predicted = label_log_likelihoods(model, examples, task.labels).argmax(1)
     expected = sum(task.labels[k] == e.completion for k, e in zip(predicted.tolist(), examples))
-    assert count_correct(model, task, examples) == expected and model.training
+    assert accuracy(model, with_test_split(task, examples), "test") == expected / 20 and model.training
 
 
 @pytest.mark.parametrize("name", ["sentiment", "plural"])
@@ -95,9 +103,10 @@ def test_a_progress_bar_shows_while_scoring_and_changes_nothing(name, capsys):
     task = load_task(name)
     model = tiny_gpt().eval()
     examples = task.splits["validation"][:12]
-    quiet = count_correct(model, task, examples, batch_size=4)
+    task = with_test_split(task, examples)
+    quiet = accuracy(model, task, "test", batch_size=4)
     assert capsys.readouterr().err == ""
-    assert count_correct(model, task, examples, batch_size=4, progress=True) == quiet
+    assert accuracy(model, task, "test", batch_size=4, progress=True) == quiet
     label = "scoring" if task.labels else "generating"
     bar = capsys.readouterr().err
     assert f"{label}:   0%" in bar and "0/3" in bar  # 12 examples in batches of 4

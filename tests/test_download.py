@@ -8,8 +8,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import torch
 
-from loraxs_mini import GPT, LoraxsError
+from loraxs_mini import LoraxsError
 from loraxs_mini.download import cache_dir, download, download_checkpoint
+from loraxs_mini.pretrained import load_pretrained
 from loraxs_mini.safetensors_file import save_file
 
 
@@ -106,7 +107,7 @@ def test_offline_from_pretrained_is_one_clear_message(monkeypatch):
         port = probe.getsockname()[1]
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
     with pytest.raises(LoraxsError) as error:
-        GPT.from_pretrained("gpt2")
+        load_pretrained("gpt2")
     message = str(error.value)
     assert f"http://127.0.0.1:{port}/openai-community/gpt2/resolve/main/model.safetensors" in message
     assert str(cache_dir() / "gpt2" / "model.safetensors") in message

@@ -74,15 +74,16 @@ def test_plausible_mistakes_are_caught_with_a_hint(lesson, name, tmp_path, capsy
     assert passed == 0
 
 
-def test_lesson_06_counts_agree_with_train_py(tmp_path):
+def test_lesson_06_loop_and_counts_agree_with_train_py(tmp_path):
     lesson = subprocess.run(
         [sys.executable, "lessons/06_finetune_and_compare.py", "--quick"], cwd=ROOT, capture_output=True, text=True
     )
+    assert lesson.returncode == 0, lesson.stderr[-3000:]
     printed = dict(re.findall(r"^(full|lora|vera|loraxs): ([\d,]+) trainable parameters$", lesson.stdout, re.M))
     assert set(printed) == {"full", "lora", "vera", "loraxs"}
     result = subprocess.run(
         [sys.executable, "train.py", "--init-from", "random:tiny", "--method", "full,lora,vera,loraxs",
-         "--steps", "1", "--no-save", "--out", tmp_path],  # fmt: skip
+         "--steps", "10", "--no-save", "--out", tmp_path],  # fmt: skip
         cwd=ROOT, capture_output=True, text=True,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -91,3 +92,7 @@ def test_lesson_06_counts_agree_with_train_py(tmp_path):
         assert json.loads((tmp_path / f"{name}.json").read_text())["trainable_parameters"] == int(
             count.replace(",", "")
         )
+    # The lesson's loop, written out, and train.py's: the same losses from the same start, seed and data order.
+    first, last = map(float, re.search(r"^loraxs: loss ([\d.]+) -> ([\d.]+)", lesson.stdout, re.M).groups())
+    losses = json.loads((tmp_path / "sentiment-loraxs-r8.json").read_text())["losses"]
+    assert len(losses) == 10 and (first, last) == (round(losses[0], 4), round(losses[-1], 4))

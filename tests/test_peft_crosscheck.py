@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from loraxs_mini import GPT
 from loraxs_mini.adapters import adapted_layers, add_adapters
+from loraxs_mini.pretrained import load_pretrained
 
 peft = pytest.importorskip("peft")
 TARGETS = ["c_attn", "c_proj", "c_fc"]  # in PEFT these names match both attn.c_proj and mlp.c_proj
@@ -24,7 +24,7 @@ def test_lora_logits_match_peft(hf_tiny, prompt):
     hf_model, folder = hf_tiny
     config = peft.LoraConfig(r=4, lora_alpha=16, target_modules=TARGETS, lora_dropout=0.0, fan_in_fan_out=True)
     theirs = peft.get_peft_model(type(hf_model).from_pretrained(folder), config).eval()
-    ours = add_adapters(GPT.from_pretrained(folder, verbose=False), "lora", rank=4, alpha=16).eval()
+    ours = add_adapters(load_pretrained(folder), "lora", rank=4, alpha=16).eval()
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for name, layer in adapted_layers(ours).items():
@@ -43,7 +43,7 @@ def test_vera_random_pair_and_logits_match_peft(hf_tiny, prompt):
         r=4, target_modules=TARGETS, projection_prng_key=1234, vera_dropout=0.0, d_initial=0.1, fan_in_fan_out=True
     )
     theirs = peft.get_peft_model(type(hf_model).from_pretrained(folder), config).eval()
-    ours = add_adapters(GPT.from_pretrained(folder, verbose=False), "vera", rank=4, seed=1234).eval()
+    ours = add_adapters(load_pretrained(folder), "vera", rank=4, seed=1234).eval()
     layers = adapted_layers(ours)
     projections = next(iter(layers.values())).projections
     assert torch.equal(projections.A, theirs.base_model.vera_A["default"])  # the same seed, the same numbers

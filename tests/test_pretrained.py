@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from conftest import SMALL_PRETRAINED, requires_small_pretrained, tiny_gpt
-from loraxs_mini import GPT, LoraxsError
-from loraxs_mini.pretrained import checkpoint_names, config_from_shapes
+from loraxs_mini import LoraxsError
+from loraxs_mini.pretrained import checkpoint_names, config_from_shapes, load_pretrained, save_pretrained
 from loraxs_mini.safetensors_file import load_file, save_file
 
 
@@ -19,7 +19,7 @@ def hf_greedy(hf_model, prompt, n):
 
 def test_loads_a_transformers_checkpoint_and_matches_its_logits_and_greedy_text(hf_tiny):
     hf_model, folder = hf_tiny
-    model = GPT.from_pretrained(folder).eval()
+    model = load_pretrained(folder).eval()
     assert model.config.n_layer == 2 and model.config.block_size == 96
     prompt = torch.randint(0, 50257, (2, 16), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
@@ -35,7 +35,7 @@ def test_transformers_loads_what_we_save_and_agrees(tmp_path):
     with torch.no_grad():  # off the default init, so that biases and LayerNorms are exercised
         for parameter in model.parameters():
             parameter.add_(0.05 * torch.randn_like(parameter))
-    model.save_pretrained(tmp_path / "ours")
+    save_pretrained(model, tmp_path / "ours")
     hf_model, info = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "ours", output_loading_info=True)
     assert not any(info[key] for key in ("missing_keys", "unexpected_keys", "mismatched_keys"))
     prompt = torch.randint(0, 50257, (2, 20), generator=torch.Generator().manual_seed(1))
@@ -69,7 +69,7 @@ def test_the_hub_file_layout_loads(hf_tiny, tmp_path):
     tensors, _ = load_file(folder / "model.safetensors")
     assert "wte.weight" in tensors and "h.0.attn.bias" in tensors and len(tensors) == 4 + 2 * 13
 
-    model = GPT.from_pretrained(folder).eval()
+    model = load_pretrained(folder).eval()
     prompt = torch.randint(0, 50257, (1, 12), generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         torch.testing.assert_close(model(prompt)[0], hf_model(prompt).logits, atol=1e-5, rtol=0)
@@ -90,14 +90,14 @@ def test_a_bare_file_takes_its_head_count_from_the_matching_preset():
 
 def test_a_bare_file_of_unknown_shape_asks_for_a_config(tmp_path):
     model = tiny_gpt()
-    model.save_pretrained(tmp_path)
+    save_pretrained(model, tmp_path)
     with pytest.raises(LoraxsError, match="does not say how many attention heads.*config.json"):
-        GPT.from_pretrained(tmp_path / "model.safetensors")
+        load_pretrained(tmp_path / "model.safetensors")
 
 
 @pytest.mark.parametrize("damage", ["missing", "unexpected", "wrong_shape"])
 def test_damaged_checkpoints_are_refused_clearly(tmp_path, damage):
-    tiny_gpt().save_pretrained(tmp_path)
+    save_pretrained(tiny_gpt(), tmp_path)
     tensors, metadata = load_file(tmp_path / "model.safetensors")
     if damage == "missing":
         del tensors["transformer.h.1.mlp.c_fc.bias"]
@@ -110,15 +110,15 @@ def test_damaged_checkpoints_are_refused_clearly(tmp_path, damage):
         message = r"'h.0.attn.c_attn.weight' has shape \(32, 32\) stored in x out, but the config needs \(96, 32\)"
     save_file(tensors, tmp_path / "model.safetensors", metadata)
     with pytest.raises(LoraxsError, match=message):
-        GPT.from_pretrained(tmp_path)
+        load_pretrained(tmp_path)
 
 
 def test_a_non_gpt2_config_is_refused(tmp_path):
-    tiny_gpt().save_pretrained(tmp_path)
+    save_pretrained(tiny_gpt(), tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())
     (tmp_path / "config.json").write_text(json.dumps({**config, "model_type": "llama"}))
     with pytest.raises(LoraxsError, match="model_type is 'llama'; only GPT-2"):
-        GPT.from_pretrained(tmp_path)
+        load_pretrained(tmp_path)
 
 
 @pytest.mark.parametrize(
@@ -127,13 +127,13 @@ def test_a_non_gpt2_config_is_refused(tmp_path):
 )
 def test_bad_sources_are_refused_clearly(source, message):
     with pytest.raises(LoraxsError, match=message):
-        GPT.from_pretrained(source)
+        load_pretrained(source)
 
 
 def test_a_folder_without_weights_is_refused(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(LoraxsError, match="must hold config.json and model.safetensors"):
-        GPT.from_pretrained(tmp_path)
+        load_pretrained(tmp_path)
 
 
 def test_saving_a_model_with_adapters_asks_to_merge_first(tmp_path):
@@ -141,14 +141,14 @@ def test_saving_a_model_with_adapters_asks_to_merge_first(tmp_path):
 
     model = add_adapters(tiny_gpt(), "lora", rank=2)
     with pytest.raises(LoraxsError, match="merge them first"):
-        model.save_pretrained(tmp_path)
+        save_pretrained(model, tmp_path)
     assert list(tmp_path.iterdir()) == []
 
 
 @requires_small_pretrained
 def test_the_small_pretrained_checkpoint_matches_transformers():
     transformers = pytest.importorskip("transformers")
-    model = GPT.from_pretrained(SMALL_PRETRAINED).eval()
+    model = load_pretrained(SMALL_PRETRAINED).eval()
     assert model.config.block_size == 256 and model.num_parameters() == 19_249_920
     assert model.lm_head.weight.dtype == torch.float32  # the float16 file is widened for training
     hf_model = transformers.GPT2LMHeadModel.from_pretrained(SMALL_PRETRAINED, dtype=torch.float32).eval()
@@ -227,10 +227,10 @@ DELETE = object()
     ],
 )
 def test_a_broken_checkpoint_is_one_clear_error(tmp_path, edit, message):
-    tiny_gpt().save_pretrained(tmp_path / "model")
+    save_pretrained(tiny_gpt(), tmp_path / "model")
     edit(tmp_path / "model")
     with pytest.raises(LoraxsError, match=message):
-        GPT.from_pretrained(tmp_path / "model")
+        load_pretrained(tmp_path / "model")
 
 
 def test_malformed_block_names_in_a_bare_file_do_not_break_reading_its_shape():

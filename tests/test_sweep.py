@@ -13,7 +13,7 @@ from conftest import tiny_gpt
 from loraxs_mini import LoraxsError
 from loraxs_mini.adapters import EVERY_LINEAR_SPLIT_QKV, SVDCache, adapted_layers, add_adapters
 from loraxs_mini.compare import aggregate, summary
-from loraxs_mini.finetune import LEARNING_RATES, default_learning_rate
+from loraxs_mini.recipe import LEARNING_RATES, default_learning_rate
 
 
 def run_train(*args):
@@ -26,8 +26,8 @@ def seed_of(result):
 
 def test_a_tiny_sweep_writes_an_aggregate_that_matches_its_runs(tmp_path, monkeypatch):
     loads = []
-    real_load = train.load_base_model
-    monkeypatch.setattr(train, "load_base_model", lambda *a, **k: loads.append(a) or real_load(*a, **k))
+    real_load = train.base_model
+    monkeypatch.setattr(train, "base_model", lambda *a, **k: loads.append(a) or real_load(*a, **k))
     out = tmp_path / "out"
     run_train("--init-from", "random:tiny", "--method", "lora,loraxs", "--rank", "lora=2,4", "loraxs=2,4",
               "--seeds", "2", "--steps", "3", "--lr", "0.05", "--no-save", "--out", out)  # fmt: skip
@@ -108,7 +108,7 @@ def test_the_cached_svd_gives_the_same_a_and_b_as_a_fresh_one_at_every_rank(svd)
     ],
 )
 def test_bad_sweep_input_is_refused_before_anything_trains(flags, message, tmp_path, monkeypatch):
-    monkeypatch.setattr(train, "finetune", lambda *a, **k: pytest.fail("training started"))
+    monkeypatch.setattr(train, "fine_tune", lambda *a, **k: pytest.fail("training started"))
     out = tmp_path / "out"
     with pytest.raises(LoraxsError, match=message):
         run_train("--init-from", "random:tiny", *flags, "--out", out)

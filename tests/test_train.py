@@ -10,8 +10,9 @@ import torch
 
 import train
 from conftest import ROOT, SMALL_PRETRAINED, requires_small_pretrained, tiny_gpt
-from loraxs_mini import GPT, LoraxsError
+from loraxs_mini import LoraxsError
 from loraxs_mini.adapters import EVERY_LINEAR_SPLIT_QKV, parameter_counts, remove_adapters
+from loraxs_mini.pretrained import load_pretrained, save_pretrained
 
 TASK_LINES = [
     {"prompt": f"Review: the {noun} was {word}.\nSentiment:", "completion": label}
@@ -24,7 +25,7 @@ TASK_LINES = [
 def checkpoint(tmp_path_factory):
     """A tiny random GPT-2 saved in the Hugging Face layout: --init-from takes its folder."""
     folder = tmp_path_factory.mktemp("tiny-checkpoint")
-    tiny_gpt(seed=0).save_pretrained(folder)
+    save_pretrained(tiny_gpt(seed=0), folder)
     return folder
 
 
@@ -82,13 +83,13 @@ def test_every_method_runs_and_writes_results_and_one_table(checkpoint, data, tm
 
 def test_loraxs_run_leaves_every_frozen_tensor_bit_for_bit_unchanged(checkpoint, data, tmp_path, monkeypatch):
     trained_models = []
-    real_finetune = train.finetune
+    real_fine_tune = train.fine_tune
 
-    def recording_finetune(model, *args, **kwargs):
+    def recording_fine_tune(model, *args, **kwargs):
         trained_models.append(model)
-        return real_finetune(model, *args, **kwargs)
+        return real_fine_tune(model, *args, **kwargs)
 
-    monkeypatch.setattr(train, "finetune", recording_finetune)
+    monkeypatch.setattr(train, "fine_tune", recording_fine_tune)
     run_train("--init-from", checkpoint, "--data", data, "--method", "loraxs", "--steps", "8", "--lr", "0.1",
               "--targets", ",".join(EVERY_LINEAR_SPLIT_QKV), "--out", tmp_path)  # fmt: skip
     (model,) = trained_models
@@ -98,7 +99,7 @@ def test_loraxs_run_leaves_every_frozen_tensor_bit_for_bit_unchanged(checkpoint,
             assert name.endswith(".R")
             assert parameter.abs().max() > 1e-3  # R moved well away from its 1e-5 start
     remove_adapters(model)  # what is left is the base model: q, k, v stacked back into c_attn
-    pristine = dict(GPT.from_pretrained(checkpoint, verbose=False).named_parameters())
+    pristine = dict(load_pretrained(checkpoint).named_parameters())
     left = dict(model.named_parameters())
     assert left.keys() == pristine.keys()
     assert all(torch.equal(left[name], pristine[name]) for name in pristine)
@@ -307,7 +308,7 @@ def test_a_bad_command_line_is_one_error_line_exit_1_and_nothing_written(checkpo
 
 
 def test_bad_output_paths_are_refused_before_anything_trains(checkpoint, data, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(train, "finetune", lambda *a, **k: pytest.fail("training started"))
+    monkeypatch.setattr(train, "fine_tune", lambda *a, **k: pytest.fail("training started"))
     common = ["--init-from", checkpoint, "--data", data, "--method", "lora"]
     a_file = write_lines(tmp_path / "a-file", "not a folder")
     status, stderr = command_outcome(capsys, *common, "--out", a_file)

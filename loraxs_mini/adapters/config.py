@@ -31,7 +31,7 @@ R has r² entries, so the step of the whole update grows with r, and on the
 toy tasks the best rate fell from 1e-1 at r = 2 to 3e-3 at r = 16 and 32.
 LoRA's fixed alpha (s = alpha / r shrinks as r grows) does not either:
 there the best rate rose from 3e-4 at r <= 4 to 1e-3 at r >= 8. So train.py takes a rate chosen on validation for each
-rank (finetune.LEARNING_RATES; README.md, "How the defaults were chosen").
+rank (recipe.LEARNING_RATES; docs/defaults.md).
 """
 
 import math
