@@ -39,13 +39,23 @@ import time
 
 import torch
 
-from .adapters import EVERY_LINEAR, SVD_METHODS, add_adapters, find_targets, merge_adapters, truncated_svd
+from .adapters import (
+    EVERY_LINEAR,
+    METHODS,
+    SVD_METHODS,
+    add_adapters,
+    find_targets,
+    merge_adapters,
+    parameter_counts,
+    truncated_svd,
+)
 from .device import autocast, pick_device
 from .errors import ArgumentParser, LoraxsError, friendly_errors
 from .measure import peak_memory_bytes
 from .model import GPT, IGNORE_INDEX, PRESETS, GPTConfig
+from .recipe import GRAD_CLIP
 
-OURS = ("full", "lora", "vera", "loraxs")
+OURS = tuple(method for method in METHODS if method != "none")  # "none" trains nothing to time
 TARGETS = EVERY_LINEAR  # c_attn whole, as PEFT adapts it: the same matrices in both libraries
 THEIRS = ("hf-full", "peft-lora", "peft-vera", "peft-loraxs")
 
@@ -120,10 +130,6 @@ def insert_loraxs_matrices(peft_model, rank):
             module.lora_A["default"].register_forward_hook(lambda _, __, output, R=module.loraxs_R: R(output))
 
 
-def trainable_count(model):
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
 def synchronize(device):
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -148,6 +154,7 @@ class Trainer:
         with autocast(self.args.device, bf16=self.args.dtype == "bf16"):
             loss = self.loss()
         loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.parameters, GRAD_CLIP)  # the step of train.py, clip included
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         synchronize(self.args.device)
@@ -163,11 +170,13 @@ def time_training(names, args, workload):
         for _ in range(args.warmup):
             trainer.step()
         trainers.append(trainer)
-        print(f"  built {name} ({trainable_count(trainer.model):,} trainable)", flush=True)
+        print(f"  built {name} ({parameter_counts(trainer.model)[0]:,} trainable)", flush=True)
     for _ in range(args.steps):
         for trainer in trainers:
             trainer.times.append(trainer.step())
-    results = {t.name: {"seconds": statistics.median(t.times), "trainable": trainable_count(t.model)} for t in trainers}
+    results = {
+        t.name: {"seconds": statistics.median(t.times), "trainable": parameter_counts(t.model)[0]} for t in trainers
+    }
     del trainers
     return results
 

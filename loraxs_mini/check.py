@@ -32,13 +32,13 @@ from .adapters import (
     parameter_counts,
 )
 from .data import Example, make_batch
-from .errors import ArgumentParser, friendly_errors
+from .errors import ArgumentParser, LoraxsError, friendly_errors
 from .evaluate import label_log_likelihoods
 from .model import GPT, Block, GPTConfig
 from .recipe import learning_rate_at
 from .safetensors_file import read_header, save_file
 
-LESSONS = Path(__file__).resolve().parents[1] / "lessons"
+LESSONS = Path(__file__).resolve().parents[1] / "lessons"  # the repository's lessons/: in a clone, not in a wheel
 CHECKS = {}  # lesson -> [(function name, check, hint)]
 
 
@@ -322,10 +322,16 @@ def load_module(path):
 
 
 def find_file(lesson, solutions):
+    if not LESSONS.is_dir():
+        raise LoraxsError(
+            f"the exercises live in the repository's lessons/ folder, and there is none at {LESSONS}: this copy of "
+            "loraxs_mini was installed without the repository. Clone it, `pip install -e .` there, and run the "
+            "checker from the clone (or give your file with --file)"
+        )
     folder = LESSONS / ("solutions" if solutions else "exercises")
     matches = sorted(folder.glob(f"ex{lesson}_*.py"))
     if not matches:
-        sys.exit(f"error: no ex{lesson}_*.py in {folder}")
+        raise LoraxsError(f"no ex{lesson}_*.py in {folder}")
     return matches[0]
 
 

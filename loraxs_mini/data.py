@@ -27,7 +27,7 @@ from .errors import LoraxsError
 from .model import IGNORE_INDEX
 from .tokenizer import END_OF_TEXT, encode
 
-DATA_DIR = Path(__file__).resolve().parents[1] / "data"
+DATA_DIR = Path(__file__).resolve().parents[1] / "data"  # the repository's data/: there in a clone, not in a wheel
 SPLITS = ("train", "validation", "test")
 MAX_LABELS = 10  # at most this many distinct completions: a classification task
 
@@ -96,6 +96,12 @@ def read_jsonl(path):
 
 def task_names():
     """The tasks shipped in data/: every folder there with a train.jsonl."""
+    if not DATA_DIR.is_dir():
+        raise LoraxsError(
+            f"the toy tasks live in the repository's data/ folder, and there is none at {DATA_DIR}: this copy of "
+            "loraxs_mini was installed without the repository. Clone it and `pip install -e .` there, or give your "
+            "own data with --data FILE.jsonl"
+        )
     return sorted(folder.name for folder in DATA_DIR.iterdir() if (folder / "train.jsonl").is_file())
 
 
@@ -122,7 +128,7 @@ def load_task(name_or_path):
         train, validation = set_aside(rest, 1 / 9)
         splits = {"train": train, "validation": validation, "test": test}
     else:
-        raise LoraxsError(
+        raise LoraxsError(  # task_names() says so first if the repository's data/ is missing
             f"no task or data file {str(name_or_path)!r}: use a shipped task ({', '.join(task_names())}), "
             "a folder with train.jsonl and test.jsonl, or one .jsonl file"
         )

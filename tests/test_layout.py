@@ -1,0 +1,57 @@
+"""The package's shape: modules import downward only, and the repository's folders are found or clearly missed."""
+
+import ast
+
+import pytest
+
+from conftest import ROOT
+from loraxs_mini import LoraxsError, check, data
+
+PACKAGE = ROOT / "loraxs_mini"
+
+
+def module_name(path):
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports_of(path):
+    """The package modules `path` imports, anywhere in the file (late imports inside functions too)."""
+    here = module_name(path).split(".")
+    package = here if path.name == "__init__.py" else here[:-1]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = ".".join(package[: len(package) - node.level + 1] + ([node.module] if node.module else []))
+            found |= {f"{base}.{alias.name}" for alias in node.names} | {base}
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("loraxs_mini"):
+            found |= {node.module} | {f"{node.module}.{alias.name}" for alias in node.names}
+    return found
+
+
+def test_no_import_cycle_in_the_package():
+    modules = {module_name(path): path for path in PACKAGE.rglob("*.py")}
+    graph = {name: {m for m in imports_of(path) if m in modules and m != name} for name, path in modules.items()}
+
+    def reaches(start, goal, seen):
+        for nxt in graph[start] - seen:
+            if nxt == goal or reaches(nxt, goal, seen | {nxt}):
+                return True
+        return False
+
+    # A package's __init__ gathers its modules, so "adapters.lora -> adapters" is a module reaching up into its
+    # own package's index: a cycle too, and the one most easily written by accident.
+    cycles = sorted(name for name in graph if reaches(name, name, set()))
+    assert cycles == [], f"modules on an import cycle: {cycles}"
+
+
+def test_a_missing_data_folder_is_one_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setattr(data, "DATA_DIR", tmp_path / "nowhere")
+    with pytest.raises(LoraxsError, match="repository's data/ folder.*--data"):
+        data.load_task("sentiment")
+
+
+def test_a_missing_lessons_folder_is_one_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setattr(check, "LESSONS", tmp_path / "nowhere")
+    with pytest.raises(LoraxsError, match="repository's lessons/ folder"):
+        check.find_file("03", solutions=False)
