@@ -107,7 +107,7 @@ print(f"the most likely next token gets p = {top:.1e}: random weights know nothi
 
 # %% Exercises (lessons/exercises/ex01_gpt2_model.py, check with: python -m loraxs_mini.check 01)
 #
-# 1. block_parameter_count(C): how many parameters does one block of width C hold? Count
-#    the weights and biases of c_attn, attn.c_proj, c_fc, mlp.c_proj and the two LayerNorms.
-# 2. causal_attention(q, k, v): write softmax(Q Kᵀ / sqrt(D) + M) V yourself, with the mask M.
-# 3. gelu_tanh(x): GPT-2's activation, 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x³))).
+# 1. causal_attention(q, k, v): write softmax(Q Kᵀ / sqrt(D) + M) V yourself, with the mask M.
+# 2. gelu_tanh(x): GPT-2's activation, 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x³))).
+# 3. Experiment: position_sensitivity(model, idx, position). Change one token and measure, position
+#    by position, how far the logits move. Predict first which positions stay exactly still.

@@ -83,6 +83,7 @@ print(repr(decode(sampled[0].tolist())))
 
 # %% Exercises (lessons/exercises/ex02_tokens_and_pretrained_weights.py; python -m loraxs_mini.check 02)
 #
-# 1. read_safetensors_header(path): return the header dictionary, reading only the first bytes.
-# 2. conv1d_to_linear(weight): turn a Conv1D weight (in x out) into an nn.Linear weight.
-# 3. greedy_decode(model, idx, n): the greedy loop of cell 4, written yourself.
+# 1. conv1d_to_linear(weight): turn a Conv1D weight (in x out) into an nn.Linear weight.
+# 2. greedy_decode(model, idx, n): the greedy loop of cell 4, written yourself.
+# 3. Experiment: next_token_entropy(logits, temperature). Measure how unsure sampling is at
+#    τ = 0.5, 1 and 2 on the model's logits for a prompt. Where does it go as τ -> 0, and as τ grows?

@@ -91,6 +91,7 @@ print(f"after training: loss {loss.item():.2e}, relative error of ΔW {error.ite
 
 # %% Exercises (lessons/exercises/ex03_lora.py; check with: python -m loraxs_mini.check 03)
 #
-# 1. lora_parameter_count(in_features, out_features, rank)
-# 2. lora_forward(x, W, b, A, B, alpha): y = W x + b + (alpha / r) B A x, for x of shape (..., in)
-# 3. merged_weight(W, A, B, alpha): the weight that makes a plain nn.Linear compute the same
+# 1. lora_forward(x, W, b, A, B, alpha): y = W x + b + (alpha / r) B A x, for x of shape (..., in)
+# 2. merged_weight(W, A, B, alpha): the weight that makes a plain nn.Linear compute the same
+# 3. Experiment: lora_fit_error(target, rank). Train a LoRA pair to match a rank-2 target at rank 1
+#    and at rank 2. Predict the rank-1 error from the target's singular values before you run it.

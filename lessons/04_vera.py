@@ -74,6 +74,7 @@ for rank in (8, 256):
 
 # %% Exercises (lessons/exercises/ex04_vera.py; check with: python -m loraxs_mini.check 04)
 #
-# 1. vera_parameter_count(out_features, rank)
-# 2. shared_pair(rank, max_in, max_out, seed): draw A and B exactly as VeRA (and PEFT) do
-# 3. vera_delta_weight(A, B, d, b): diag(b) B diag(d) A, without building the diagonal matrices
+# 1. shared_pair(rank, max_in, max_out, seed): draw A and B exactly as VeRA (and PEFT) do
+# 2. vera_delta_weight(A, B, d, b): diag(b) B diag(d) A, without building the diagonal matrices
+# 3. Experiment: vera_fit_error(target, rank). How close can VeRA's best d get to a 24 x 24 target at
+#    r = 8, and at r = 256? What does that say about the rank VeRA needs?

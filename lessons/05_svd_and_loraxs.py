@@ -150,4 +150,5 @@ print(f"share of the fused U_r in the rows of W_q {mass[0]:.2f}, W_k {mass[1]:.2
 #
 # 1. best_rank_r(W, r): the best rank-r approximation of W, from torch.linalg.svd
 # 2. loraxs_init(W, r): the frozen pair (B, A) of LoRA-XS
-# 3. loraxs_parameter_count(n_layer, adapted_per_block, rank)
+# 3. Experiment: loraxs_start_shift(W, rank, R). How far does W + B R A move from W with R = I, and
+#    with R ~ 1e-5? Why does the code start R near zero, unlike the identity?

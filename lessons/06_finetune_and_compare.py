@@ -141,5 +141,6 @@ for method, trainable, share, test_accuracy in rows:
 # %% Exercises (lessons/exercises/ex06_finetune_and_compare.py; python -m loraxs_mini.check 06)
 #
 # 1. completion_targets(prompt_tokens, completion_tokens, end_token): the (inputs, targets) pair of cell 2
-# 2. learning_rate_at(step, steps, peak): linear warm-up over the first tenth, then linear decay to 0
-# 3. pick_label(logits, label_tokens): the classification rule of cell 3, for single-token labels
+# 2. pick_label(logits, label_tokens): the classification rule of cell 3, for single-token labels
+# 3. Experiment: numbers_with_gradient(model, inputs, targets). One backward pass: how many numbers get a
+#    gradient with LoRA-XS, and with full fine-tuning? Compare with parameter_counts.

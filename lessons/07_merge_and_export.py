@@ -104,4 +104,5 @@ except ImportError:
 # %% Exercises (lessons/exercises/ex07_merge_and_export.py; check with: python -m loraxs_mini.check 07)
 #
 # 1. merged_linear(adapter): a new nn.Linear that computes what the adapted layer computes
-# 2. adapter_data_bytes(method, rank, layer_shapes): the bytes of trained float32 numbers an adapter file holds
+# 2. Experiment: adapter_file_bytes(method, rank). Save LoRA and LoRA-XS adapters at ranks 4, 8 and 16:
+#    by what factor does each doubling of the rank grow the file, and why?

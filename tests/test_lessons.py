@@ -39,7 +39,23 @@ WRONG_ANSWERS = {
     ("01", "causal_attention"): "import torch\n"
     "def causal_attention(q, k, v):\n"
     "    return torch.softmax(q @ k.transpose(-2, -1) / q.shape[-1] ** 0.5, dim=-1) @ v  # no mask",
-    ("01", "block_parameter_count"): "def block_parameter_count(C):\n    return 12 * C * C  # biases forgotten",
+    ("01", "position_sensitivity"): "def position_sensitivity(model, idx, position):\n"
+    "    changed = idx  # not a copy: both runs see the changed tokens\n"
+    "    changed[:, position] += 1\n"
+    "    return (model(changed)[0] - model(idx)[0]).abs().amax(dim=(0, 2))",
+    ("03", "lora_fit_error"): "import torch\n"
+    "def lora_fit_error(target, rank, steps=1000, learning_rate=1e-2, seed=0):\n"
+    "    A = torch.nn.Parameter(0.1 * torch.randn(rank, target.shape[1]))\n"
+    "    B = torch.nn.Parameter(torch.zeros(target.shape[0], rank))\n"
+    "    optimizer = torch.optim.Adam([A, B], lr=learning_rate)\n"
+    "    for _ in range(steps):\n"
+    "        (B @ A - target).square().sum().backward()\n"
+    "        optimizer.step()\n"
+    "        optimizer.zero_grad()\n"
+    "    return (B @ A - target).norm().item()  # not relative to the target",
+    ("06", "numbers_with_gradient"): "def numbers_with_gradient(model, inputs, targets):\n"
+    "    model(inputs, targets)[1].backward()\n"
+    "    return sum(p.numel() for p in model.parameters())  # every number, gradient or not",
     ("02", "conv1d_to_linear"): "def conv1d_to_linear(weight):\n    return weight  # not transposed",
     ("03", "lora_forward"): "import torch.nn.functional as F\n"
     "def lora_forward(x, W, b, A, B, alpha):\n"

@@ -11,17 +11,6 @@ import math  # noqa: F401 (you will need it)
 import torch  # noqa: F401
 
 
-def block_parameter_count(n_embd):
-    """
-    How many parameters does one GPT-2 block of width C = n_embd hold?
-
-    Count the weight and bias of attn.c_attn (C -> 3C), attn.c_proj (C -> C), mlp.c_fc (C -> 4C),
-    mlp.c_proj (4C -> C), and the two LayerNorms ln_1, ln_2 (a weight and a bias of C numbers each).
-    For gpt2 (C = 768) the answer is 7,087,872.
-    """
-    raise NotImplementedError("TODO")
-
-
 def causal_attention(q, k, v):
     """
     softmax(Q Kᵀ / sqrt(D) + M) V for q, k, v of shape (B, H, T, D), where M is -inf above the
@@ -33,4 +22,16 @@ def causal_attention(q, k, v):
 
 def gelu_tanh(x):
     """GPT-2's activation: 0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x³))), elementwise."""
+    raise NotImplementedError("TODO")
+
+
+def position_sensitivity(model, idx, position):
+    """
+    An experiment: which positions does one token reach?
+
+    Change the token at `position` in every row of idx (B, T) to (token + 1) % V, run the model on
+    both versions, and return T numbers: at each position, the largest absolute change of any
+    logit (over the batch and the vocabulary). Before you run it, predict which of the T numbers
+    are zero. Return a tensor of shape (T,).
+    """
     raise NotImplementedError("TODO")

@@ -19,6 +19,14 @@ def loraxs_init(W, r):
     raise NotImplementedError("TODO")
 
 
-def loraxs_parameter_count(n_layer, adapted_per_block, rank):
-    """How many numbers does LoRA-XS train in a model of n_layer blocks, adapting that many matrices per block?"""
+def loraxs_start_shift(W, rank, R):
+    """
+    An experiment: why does R start near zero?
+
+    With B and A from loraxs_init(W, rank) and the scale 1 (alpha = r), the adapted weight is
+    W' = W + B R A. Return how far that moves the weight, ||B R A|| / ||W|| (Frobenius), as a float.
+
+    Measure it for R = torch.eye(rank) and for R = 1e-5 * torch.randn(rank, rank) (the LoRA-XS
+    code's start). What would R = I do to the pretrained model before any training?
+    """
     raise NotImplementedError("TODO")

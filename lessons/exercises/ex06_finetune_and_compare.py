@@ -20,19 +20,22 @@ def completion_targets(prompt_tokens, completion_tokens, end_token):
     raise NotImplementedError("TODO")
 
 
-def learning_rate_at(step, steps, peak):
-    """
-    The learning rate at `step` (0-based) of `steps`: it rises linearly over the first
-    warmup = max(1, steps // 10) steps to `peak` (reaching it at step warmup - 1), then falls
-    linearly: peak * (steps - step) / max(1, steps - warmup).
-    """
-    raise NotImplementedError("TODO")
-
-
 def pick_label(logits, label_tokens):
     """
     logits (N, V) are the model's next-token scores right after each of N prompts; label_tokens
     holds the one token of each label (e.g. [" positive", " negative"] as token ids). Return a
     tensor of N label indices: for each prompt, the label the model finds most likely.
+    """
+    raise NotImplementedError("TODO")
+
+
+def numbers_with_gradient(model, inputs, targets):
+    """
+    An experiment: where does the gradient go?
+
+    Run one forward pass on (inputs, targets) (`_, loss = model(inputs, targets)`) and one
+    backward pass, then return how many numbers (not tensors) of the model received a gradient.
+    Try it on a model with LoRA-XS adapters and on one with method "full". Predict first: is it
+    the method's trainable count, or the whole model?
     """
     raise NotImplementedError("TODO")

@@ -6,7 +6,13 @@ Complete each function where it says TODO, then check your work:
     python -m loraxs_mini.check 07
 """
 
-import torch  # noqa: F401 (you will need it)
+import tempfile  # noqa: F401 (you will need these)
+from pathlib import Path  # noqa: F401
+
+import torch  # noqa: F401
+
+from loraxs_mini import GPT, GPTConfig  # noqa: F401
+from loraxs_mini.adapters import add_adapters, save_adapters  # noqa: F401
 
 
 def merged_linear(adapter):
@@ -18,10 +24,15 @@ def merged_linear(adapter):
     raise NotImplementedError("TODO")
 
 
-def adapter_data_bytes(method, rank, layer_shapes):
+def adapter_file_bytes(method, rank):
     """
-    How many bytes of trained float32 numbers does an adapter file of `method` ("lora", "vera" or
-    "loraxs") at `rank` hold, for adapted layers of the given (in_features, out_features) shapes?
-    (The file adds a small JSON header; count only the numbers, 4 bytes each.)
+    An experiment: how does an adapter file grow with the rank?
+
+    Build the tiny GPT-2 (torch.manual_seed(0); GPT(GPTConfig.from_name("tiny")), from
+    loraxs_mini), add `method` adapters ("lora", "vera" or "loraxs") at `rank` with add_adapters,
+    save them with save_adapters into a temporary folder, and return the file's size in bytes.
+
+    Measure ranks 4, 8 and 16 for each method. By what factor does each doubling of the rank
+    grow the file, and which part of the adapter explains it?
     """
     raise NotImplementedError("TODO")

@@ -5,14 +5,6 @@ import math
 import torch
 
 
-def block_parameter_count(n_embd):
-    C = n_embd
-    attention = (C * 3 * C + 3 * C) + (C * C + C)  # c_attn, attn.c_proj
-    mlp = (C * 4 * C + 4 * C) + (4 * C * C + C)  # c_fc, mlp.c_proj
-    layer_norms = 2 * (C + C)  # ln_1, ln_2: a weight and a bias each
-    return attention + mlp + layer_norms  # = 12 C² + 13 C
-
-
 def causal_attention(q, k, v):
     T, D = q.shape[-2], q.shape[-1]
     scores = q @ k.transpose(-2, -1) / math.sqrt(D)  # (B, H, T, T)
@@ -23,3 +15,11 @@ def causal_attention(q, k, v):
 
 def gelu_tanh(x):
     return 0.5 * x * (1 + torch.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))
+
+
+def position_sensitivity(model, idx, position):
+    changed = idx.clone()
+    changed[:, position] = (changed[:, position] + 1) % model.config.vocab_size
+    with torch.no_grad():
+        before, after = model(idx)[0], model(changed)[0]  # (B, T, V) each
+    return (after - before).abs().amax(dim=(0, 2))  # (T,): zero before `position`, causal attention

@@ -1,15 +1,7 @@
 """Reference solutions for lesson 02. Try lessons/exercises/ex02_tokens_and_pretrained_weights.py first!"""
 
-import json
-import struct
-
 import torch
-
-
-def read_safetensors_header(path):
-    with open(path, "rb") as file:
-        (length,) = struct.unpack("<Q", file.read(8))
-        return json.loads(file.read(length))
+import torch.nn.functional as F
 
 
 def conv1d_to_linear(weight):
@@ -22,3 +14,8 @@ def greedy_decode(model, idx, n):
         next_token = logits[:, -1].argmax(dim=-1, keepdim=True)
         idx = torch.cat((idx, next_token), dim=1)
     return idx
+
+
+def next_token_entropy(logits, temperature):
+    log_p = F.log_softmax(logits / temperature, dim=-1)  # log_softmax: no log(0) where p underflows
+    return -(log_p.exp() * log_p).sum(dim=-1)

@@ -1,10 +1,7 @@
 """Reference solutions for lesson 03. Try lessons/exercises/ex03_lora.py first!"""
 
+import torch
 import torch.nn.functional as F
-
-
-def lora_parameter_count(in_features, out_features, rank):
-    return rank * in_features + out_features * rank  # A: r x in, B: out x r
 
 
 def lora_forward(x, W, b, A, B, alpha):
@@ -14,3 +11,18 @@ def lora_forward(x, W, b, A, B, alpha):
 
 def merged_weight(W, A, B, alpha):
     return W + (alpha / A.shape[0]) * B @ A
+
+
+def lora_fit_error(target, rank, steps=1000, learning_rate=1e-2, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    out_features, in_features = target.shape
+    A = torch.nn.Parameter(0.1 * torch.randn(rank, in_features, generator=generator))
+    B = torch.nn.Parameter(torch.zeros(out_features, rank))
+    optimizer = torch.optim.Adam([A, B], lr=learning_rate)
+    for _ in range(steps):
+        loss = (B @ A - target).square().sum()
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    with torch.no_grad():  # rank 1 stops at σ₂ / ||target||: the best any rank-1 matrix can do (Eckart-Young)
+        return ((B @ A - target).norm() / target.norm()).item()

@@ -5,10 +5,6 @@ import math
 import torch
 
 
-def vera_parameter_count(out_features, rank):
-    return rank + out_features  # d and b
-
-
 def shared_pair(rank, max_in, max_out, seed):
     generator = torch.Generator().manual_seed(seed)
     A = torch.empty(rank, max_in).uniform_(-math.sqrt(6 / max_in), math.sqrt(6 / max_in), generator=generator)
@@ -18,3 +14,12 @@ def shared_pair(rank, max_in, max_out, seed):
 
 def vera_delta_weight(A, B, d, b):
     return (b[:, None] * B * d[None, :]) @ A
+
+
+def vera_fit_error(target, rank, seed=0):
+    out_features, in_features = target.shape
+    A, B = shared_pair(rank, in_features, out_features, seed)
+    # Column i is vec(B[:, i] A[i, :]): ΔW = columns @ d can only move in these r fixed directions.
+    columns = torch.stack([torch.outer(B[:, i], A[i]).flatten() for i in range(rank)], dim=1)  # (out·in, r)
+    d = torch.linalg.lstsq(columns, target.flatten()[:, None]).solution  # (r, 1)
+    return ((columns @ d).flatten() - target.flatten()).norm().item() / target.norm().item()

@@ -13,5 +13,7 @@ def loraxs_init(W, r):
     return U[:, :r], S[:r, None] * Vh[:r]  # B = U_r, A = Σ_r V_rᵀ
 
 
-def loraxs_parameter_count(n_layer, adapted_per_block, rank):
-    return n_layer * adapted_per_block * rank**2
+def loraxs_start_shift(W, rank, R):
+    B, A = loraxs_init(W, rank)
+    # R = I adds W's best rank-r part once more: the top r directions doubled, a different model.
+    return ((B @ R @ A).norm() / W.norm()).item()

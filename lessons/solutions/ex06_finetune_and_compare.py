@@ -10,12 +10,11 @@ def completion_targets(prompt_tokens, completion_tokens, end_token):
     return inputs, targets
 
 
-def learning_rate_at(step, steps, peak):
-    warmup = max(1, steps // 10)
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    return peak * (steps - step) / max(1, steps - warmup)
-
-
 def pick_label(logits, label_tokens):
     return logits[:, label_tokens].argmax(dim=1)
+
+
+def numbers_with_gradient(model, inputs, targets):
+    _, loss = model(inputs, targets)
+    loss.backward()  # frozen tensors (requires_grad=False) keep .grad = None
+    return sum(parameter.numel() for parameter in model.parameters() if parameter.grad is not None)

@@ -1,6 +1,12 @@
 """Reference solutions for lesson 07. Try lessons/exercises/ex07_merge_and_export.py first!"""
 
+import tempfile
+from pathlib import Path
+
 import torch
+
+from loraxs_mini import GPT, GPTConfig
+from loraxs_mini.adapters import add_adapters, save_adapters
 
 
 def merged_linear(adapter):
@@ -11,10 +17,9 @@ def merged_linear(adapter):
     return merged
 
 
-def adapter_data_bytes(method, rank, layer_shapes):
-    per_layer = {
-        "lora": lambda in_features, out_features: rank * (in_features + out_features),
-        "vera": lambda in_features, out_features: rank + out_features,
-        "loraxs": lambda in_features, out_features: rank * rank,
-    }[method]
-    return 4 * sum(per_layer(in_features, out_features) for in_features, out_features in layer_shapes)
+def adapter_file_bytes(method, rank):
+    torch.manual_seed(0)
+    model = add_adapters(GPT(GPTConfig.from_name("tiny")), method, rank=rank)
+    path = Path(tempfile.mkdtemp()) / f"{method}-r{rank}.safetensors"
+    save_adapters(model, path)  # LoRA grows as r (A and B), LoRA-XS as r² (R), VeRA barely (d has r numbers)
+    return path.stat().st_size
