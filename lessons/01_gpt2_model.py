@@ -18,7 +18,34 @@ from loraxs_mini import GPT, GPTConfig
 QUICK = "--quick" in sys.argv
 torch.manual_seed(0)
 
-# %% 1. A configuration is five numbers
+# %% 1. One forward pass, shape by shape
+#
+# The model is a few lines of loraxs_mini/model.py (GPT.forward). Here they are again, run one at a
+# time on a batch of B = 2 sequences of T = 16 token ids, printing each shape:
+#
+#     idx (B, T) -> embeddings (B, T, C) -> L blocks (B, T, C) -> LayerNorm -> logits (B, T, V)
+config = GPTConfig.from_name("tiny" if QUICK else "gpt2")
+model = GPT(config).eval()
+idx = torch.randint(0, config.vocab_size, (2, 16))
+print("idx                 ", tuple(idx.shape))  # (B, T): token ids
+with torch.no_grad():
+    positions = torch.arange(idx.shape[1])  # 0, 1, ..., T-1
+    x = model.transformer.wte(idx) + model.transformer.wpe(positions)  # what each token is + where it stands
+    print("embeddings          ", tuple(x.shape))  # (B, T, C)
+    block = model.transformer.h[0]
+    qkv = block.attn.c_attn(block.ln_1(x))  # queries, keys and values of every token, side by side
+    print("block 0: q, k, v    ", tuple(qkv.shape))  # (B, T, 3C)
+    hidden = block.mlp.c_fc(block.ln_2(x))  # the MLP widens to 4C, then comes back to C
+    print("block 0: MLP inside ", tuple(hidden.shape))  # (B, T, 4C)
+    for block in model.transformer.h:  # each block adds its attention and MLP outputs to x
+        x = block(x)
+    print(f"{f'after {config.n_layer} blocks':20s}", tuple(x.shape))  # (B, T, C): the residual stream keeps its width
+    logits = model.lm_head(model.transformer.ln_f(x))  # the head is wte itself: a score per vocabulary entry
+    print("logits              ", tuple(logits.shape))  # (B, T, V)
+    same = torch.allclose(logits, model(idx)[0], atol=1e-5)
+print("the model's own forward gives the same logits:", same)
+
+# %% 2. A configuration is five numbers
 #
 # GPT-2 is fully described by its vocabulary size V, its context T_max, the number of blocks L,
 # the width C of the residual stream and the number of attention heads H (each head works in
@@ -27,13 +54,12 @@ for name in ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl"):
     c = GPTConfig.from_name(name)
     print(f"{name:12s} L={c.n_layer:2d}  C={c.n_embd:4d}  H={c.n_head:2d}  D={c.n_embd // c.n_head}")
 
-# %% 2. Counting parameters without allocating them
+# %% 3. Counting parameters without allocating them
 #
 # On the "meta" device PyTorch tracks shapes but stores nothing, so even the 1.5B-parameter
-# gpt2-xl costs no memory here. The constructor prints the total; the tied output head
-# (lm_head = wte) is counted once.
+# gpt2-xl costs no memory here. The tied output head (lm_head = wte) is counted once.
 with torch.device("meta"):
-    model = GPT(GPTConfig.from_name("gpt2"))
+    shapes_only = GPT(GPTConfig.from_name("gpt2"))
 
 
 # Where do they live? Group the parameters by component.
@@ -50,9 +76,9 @@ def component(name):
 
 
 groups = Counter()
-for name, parameter in model.named_parameters():
+for name, parameter in shapes_only.named_parameters():
     groups[component(name)] += parameter.numel()
-total = model.num_parameters()
+total = shapes_only.num_parameters()
 for key, count in groups.items():
     print(f"{key:40s} {count:>12,}  {100 * count / total:5.1f}%")
 print(f"{'total':40s} {total:>12,}")
@@ -62,26 +88,6 @@ print(f"{'total':40s} {total:>12,}")
 # the embeddings: a third of GPT-2 small is its vocabulary.
 C, L = 768, 12
 print(f"12 L C^2 = {12 * L * C * C:,}")
-
-# %% 3. One forward pass, shape by shape
-#
-# idx (B, T) -> embeddings (B, T, C) -> L blocks (B, T, C) -> LayerNorm -> logits (B, T, V).
-config = GPTConfig.from_name("tiny" if QUICK else "gpt2")
-model = GPT(config).eval()
-idx = torch.randint(0, config.vocab_size, (2, 16))
-shapes = []
-hooks = [
-    module.register_forward_hook(lambda m, i, o, n=name: shapes.append((n, tuple(o.shape))))
-    for name, module in model.named_modules()
-    if name in ("transformer.wte", "transformer.h.0.attn.c_attn", "transformer.h.0.mlp.c_fc", "transformer.ln_f")
-]
-with torch.no_grad():
-    logits, _ = model(idx)
-for name, shape in shapes:
-    print(f"{name:32s} -> {shape}")
-print(f"{'logits':32s} -> {tuple(logits.shape)}")
-for hook in hooks:
-    hook.remove()
 
 # %% 4. Causal attention: the past never sees the future
 #

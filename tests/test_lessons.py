@@ -24,6 +24,20 @@ def test_lesson_runs_in_quick_mode(lesson):
     assert "Traceback" not in result.stderr
 
 
+def test_every_lesson_has_its_notebook_made_from_it_and_valid():
+    nbformat = pytest.importorskip("nbformat")
+    result = subprocess.run([sys.executable, "lessons/make_notebooks.py", "--check"], cwd=ROOT, capture_output=True,
+                            text=True)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    for lesson in LESSON_FILES:
+        notebook = nbformat.read(lesson.with_suffix(".ipynb"), as_version=4)
+        nbformat.validate(notebook)
+        code = "\n".join(cell.source for cell in notebook.cells if cell.cell_type == "code")
+        # The notebook runs the lesson's code, all of it, in order (the comments become its text).
+        lesson_code = [line for line in lesson.read_text().splitlines() if line.strip() and not line.startswith("#")]
+        assert [line for line in code.splitlines() if line.strip() and not line.startswith("#")] == lesson_code
+
+
 @pytest.mark.parametrize("lesson", sorted(check.CHECKS))
 def test_reference_solutions_pass_and_untouched_exercises_fail(lesson, capsys):
     solutions = check.find_file(lesson, solutions=True)
