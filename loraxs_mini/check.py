@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 
 from .adapters import (
+    ADAPTER_METHODS,
+    METHODS,
     LoRALinear,
     LoRAXSLinear,
     VeRALinear,
@@ -55,9 +57,6 @@ def close(actual, expected, what, atol=1e-5):
     assert actual.shape == expected.shape, f"{what} has shape {tuple(actual.shape)}, expected {tuple(expected.shape)}"
     error = (actual.float() - expected.float()).abs().max().item() if actual.numel() else 0.0
     assert error <= atol, f"{what} is off by up to {error:.2e}"
-
-
-GPT2_SHAPES = [(768, 2304), (768, 768), (768, 3072), (3072, 768)]  # (in, out) of the four layers of a block
 
 
 # ---------------------------------------------------------------- 01 the model
@@ -300,7 +299,7 @@ def check_pick_label(module):
 def check_numbers_with_gradient(module):
     examples = [Example("", "", [5, 6, 7], [8, 9]), Example("", "", [1, 2], [3])]
     inputs, targets = make_batch(examples)
-    for method in ("full", "lora", "vera", "loraxs"):
+    for method in METHODS[1:]:  # every method that trains
         torch.manual_seed(0)
         model = add_adapters(GPT(GPTConfig.from_name("tiny")), method, rank=4)
         measured = module.numbers_with_gradient(model, inputs, targets)
@@ -318,7 +317,7 @@ def check_numbers_with_gradient(module):
 def check_merged_linear(module):
     torch.manual_seed(0)
     model = GPT(GPTConfig.from_name("tiny"))
-    for method in ("lora", "vera", "loraxs"):
+    for method in ADAPTER_METHODS:
         adapted = add_adapters(GPT(model.config), method, rank=4)
         adapter = adapted.transformer.h[0].mlp.c_fc
         with torch.no_grad():

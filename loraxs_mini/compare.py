@@ -26,7 +26,7 @@ import itertools
 import json
 import statistics
 
-from .adapters import METHODS
+from .adapters import ADAPTER_METHODS, METHODS
 from .files import atomic_write
 
 
@@ -151,7 +151,7 @@ def plot(rows, path, title):
     except ImportError:
         return None
     figure, axes = plt.subplots(figsize=(7, 4.5))
-    for method in ("lora", "vera", "loraxs"):  # a line per adapter, through its ranks
+    for method in ADAPTER_METHODS:  # a line per adapter, through its ranks
         points = sorted((row for row in rows if row["method"] == method), key=lambda row: row["trainable_parameters"])
         if not points:
             continue
