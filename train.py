@@ -15,6 +15,9 @@ accuracies, timings, memory) and the adapter file next to it. With several
 runs it also writes the comparison (see loraxs_mini/compare.py):
 comparison-<task>.md, .json, .csv and, with matplotlib, .png.
 
+The training loop is `fine_tune` below, written out: batch, forward, loss,
+backward, clip, step, log. Lesson 06 builds the same loop up step by step.
+
 What does not depend on the run is done once: the base model is loaded once
 and copied for each run; zero-shot accuracy is scored once (LoRA and VeRA
 start exactly at the base model, LoRA-XS within a tolerance checked on every
