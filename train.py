@@ -76,7 +76,7 @@ ZERO_SHOT_TOLERANCE = 2e-2
 
 
 def parse_args(argv=None):
-    parser = ArgumentParser(description="Fine-tune GPT-2 with LoRA, VeRA, LoRA-XS or fully; compare them.")
+    parser = ArgumentParser(description="Fine-tune GPT-2 with LoRA, VeRA, LoRA-XS, TinyLoRA or fully; compare them.")
     parser.add_argument("--method", default="loraxs", help=f"one of {', '.join(METHODS)}, a comma list, or 'all'")
     defaults = ", ".join(f"{method} {rank}" for method, rank in DEFAULT_RANK.items())
     parser.add_argument(
@@ -91,8 +91,12 @@ def parse_args(argv=None):
         "--targets", default=None, help="comma list of layers to adapt (default: all four per block; "
         "attn.c_attn.q, .k, .v adapt the thirds of the fused c_attn separately)",
     )  # fmt: skip
+    parser.add_argument("--u", type=int, default=None, help="TinyLoRA: trained numbers per group (default 64)")
+    parser.add_argument(
+        "--weight-tying", type=float, default=None, help="TinyLoRA: 0 each layer its own v (default), 1 one v for all"
+    )
     parser.add_argument("--dropout", type=float, default=0.0, help="dropout on the adapter input (default 0)")
-    parser.add_argument("--svd", choices=SVD_METHODS, default="gram", help="how LoRA-XS computes its SVD (gram)")
+    parser.add_argument("--svd", choices=SVD_METHODS, default="gram", help="how LoRA-XS and TinyLoRA compute the SVD")
     parser.add_argument("--task", default="sentiment", help="a task in data/ (sentiment, plural)")
     parser.add_argument("--data", default=None, help="your own data: a .jsonl file or a folder of train/test.jsonl")
     parser.add_argument(
@@ -214,7 +218,7 @@ def plan_runs(args):
     for method, values in ranks.items():
         if len(set(values)) < len(values):
             raise LoraxsError(f"--rank: a rank of {method} is listed twice")
-    alphas = per_method(args.alpha, "--alpha", ("lora", "loraxs"))  # VeRA has no alpha
+    alphas = per_method(args.alpha, "--alpha", ("lora", "loraxs"))  # VeRA and TinyLoRA have no alpha
     if any(len(items) > 1 for items in alphas.values()):
         raise LoraxsError(f"--alpha {args.alpha}: one alpha per method")
     try:
@@ -222,11 +226,17 @@ def plan_runs(args):
     except ValueError:
         raise LoraxsError(f"--alpha {args.alpha}: give numbers") from None
     targets = args.targets.split(",") if args.targets else None
+    methods = chosen_methods(args.method)
+    if (args.u is not None or args.weight_tying is not None) and "tinylora" not in methods:
+        raise LoraxsError("--u and --weight-tying are TinyLoRA's settings; add tinylora to --method or leave them out")
     runs = []
-    for method in chosen_methods(args.method):
+    for method in methods:
+        tiny = {"u": args.u, "weight_tying": args.weight_tying} if method == "tinylora" else {}
         for rank in ranks.get(method, [None]) if method in ADAPTER_METHODS else [None]:
             for seed in chosen_seeds(args):
-                runs.append(AdapterConfig(method, rank, alphas.get(method), targets, args.dropout, seed, args.svd))
+                runs.append(
+                    AdapterConfig(method, rank, alphas.get(method), targets, args.dropout, seed, args.svd, **tiny)
+                )
     return runs
 
 
@@ -464,8 +474,8 @@ def main(argv=None):
         check_adapters(base, adapter)
     if process == 0:
         check_outputs(args, runs, task.name, seeded)
-    loraxs_ranks = [adapter.rank for adapter in runs if adapter.method == "loraxs"]
-    svd_cache = SVDCache(max(loraxs_ranks)) if loraxs_ranks else None
+    svd_ranks = [adapter.rank for adapter in runs if adapter.method in ("loraxs", "tinylora")]
+    svd_cache = SVDCache(max(svd_ranks)) if svd_ranks else None  # LoRA-XS and TinyLoRA start from the same SVDs
     zero_shot = {split: accuracy(base, task, split, device, progress=True) for split in ("validation", "test")}
 
     results = []

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from loraxs_mini.adapters import adapted_layers, add_adapters
+from loraxs_mini.adapters import adapted_layers, add_adapters, parameter_counts
 from loraxs_mini.pretrained import load_pretrained
 
 peft = pytest.importorskip("peft")
@@ -59,5 +59,40 @@ def test_vera_random_pair_and_logits_match_peft(hf_tiny, prompt):
             layer.lambda_b.copy_(torch.randn(layer.lambda_b.shape, generator=generator))
             twin.vera_lambda_d["default"].copy_(layer.lambda_d)
             twin.vera_lambda_b["default"].copy_(layer.lambda_b)
+        torch.testing.assert_close(ours(prompt)[0], theirs(prompt).logits, atol=1e-5, rtol=0)
+        assert (ours(prompt)[0] - hf_model(prompt).logits).abs().max() > 1e-2
+
+
+@pytest.mark.parametrize("weight_tying", [0.0, 0.5, 1.0])
+def test_tinylora_projections_delta_weights_counts_and_logits_match_peft(hf_tiny, prompt, weight_tying):
+    hf_model, folder = hf_tiny
+    config = peft.TinyLoraConfig(
+        r=2, u=5, weight_tying=weight_tying, projection_seed=7, target_modules=TARGETS, fan_in_fan_out=True
+    )
+    theirs = peft.get_peft_model(type(hf_model).from_pretrained(folder), config).eval()
+    ours = add_adapters(load_pretrained(folder), "tinylora", rank=2, u=5, weight_tying=weight_tying, seed=7, svd="svd")
+    ours.eval()
+    theirs_trainable = sum(p.numel() for p in theirs.parameters() if p.requires_grad)
+    assert parameter_counts(ours)[0] == theirs_trainable  # u per group: 40, 20 and 5 on 8 layers
+    layers = adapted_layers(ours)
+    vectors = {id(layer.vector): layer.vector.v for layer in layers.values()}  # one per group
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for v in vectors.values():
+            v.copy_(torch.randn(v.shape, generator=generator))
+        for name, layer in layers.items():
+            twin = peft_layer(theirs, name)
+            assert torch.equal(layer.P, twin.tinylora_P["default"])  # seed + the layer's index, the same numbers
+            B, A = twin.tinylora_B["default"], twin.tinylora_A["default"]
+            # The same SVD, Σ split the same way; only the signs of singular-vector pairs may differ (we fix them,
+            # PEFT takes LAPACK's), so B A agrees and B, A agree column by column up to sign. Take PEFT's signs.
+            torch.testing.assert_close(layer.B @ layer.A, B @ A, atol=1e-5, rtol=0)
+            torch.testing.assert_close(layer.B.abs(), B.abs(), atol=1e-5, rtol=0)
+            layer.B.copy_(B)
+            layer.A.copy_(A)
+            twin.tinylora_v["default"][twin._tinylora_v_key["default"]].copy_(layer.vector.v)
+        for name, layer in layers.items():  # ΔW in Conv1D's (in, out) layout on PEFT's side
+            theirs_delta = peft_layer(theirs, name).get_delta_weight("default")
+            torch.testing.assert_close(layer.delta_weight(), theirs_delta.T, atol=1e-6, rtol=1e-5)
         torch.testing.assert_close(ours(prompt)[0], theirs(prompt).logits, atol=1e-5, rtol=0)
         assert (ours(prompt)[0] - hf_model(prompt).logits).abs().max() > 1e-2

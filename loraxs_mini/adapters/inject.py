@@ -12,6 +12,7 @@ never edited: only its modules are swapped.
     lora     A (r x in) and B (out x r)                r (in + out)
     vera     d (r) and b (out)                        r + out
     loraxs   R (r x r)                                r²
+    tinylora v (u), shared by a group of layers          u per group
 
 Each method's default rank, alpha and target layers are in config.py.
 """
@@ -29,6 +30,7 @@ from .config import ADAPTER_METHODS, EVERY_LINEAR, AdapterConfig
 from .lora import LoRALinear
 from .loraxs import LoRAXSLinear, check_loraxs_rank
 from .qkv import PARTS, SplitQKV
+from .tinylora import TinyLoRALinear, TinyLoRAVector, tinylora_groups
 from .vera import VeRALinear, VeRAProjections
 
 # Below this σ_r / σ_{r+1}, LoRA-XS's top-r subspace hangs on rounding. On the small pretrained model, the Gram
@@ -36,6 +38,7 @@ from .vera import VeRALinear, VeRAProjections
 # every gap above 1.005: the disagreement grows roughly as 1 / (gap - 1).
 NARROW_GAP = 1.001
 MAX_VERA_PAIR_BYTES = 2**31  # 2 GiB; at rank 256, GPT-2 XL's pair is 256 x (6400 + 6400) x 4 bytes = 12.5 MiB
+MAX_PROJECTION_BYTES = 2**31  # TinyLoRA's P, all layers together: 48 x 64 x 2 x 2 x 4 bytes = 48 KiB for GPT-2
 
 
 def name_matches(name, pattern):
@@ -111,8 +114,12 @@ def add_adapters(model, config, *, progress=False, svd_cache=None, **settings):
         max_out = max(layer.out_features for layer in layers.values())
         like = next(iter(layers.values())).weight
         projections = VeRAProjections(config.rank, max_in, max_out, config.seed, like)
+    if config.method == "tinylora":  # one v per group of consecutive layers
+        groups = tinylora_groups(len(layers), config.weight_tying)
+        like = next(iter(layers.values())).weight
+        vectors = [TinyLoRAVector(config.u, like) for _ in range(max(groups) + 1)]
     bar = tqdm(layers, desc=f"adding {config.method}", disable=not progress, leave=False, dynamic_ncols=True)
-    for name in bar:
+    for index, name in enumerate(bar):
         layer = model.get_submodule(name)
         if config.method == "lora":
             adapter = LoRALinear(layer, config.rank, config.alpha, config.dropout, generator)
@@ -120,10 +127,18 @@ def add_adapters(model, config, *, progress=False, svd_cache=None, **settings):
             adapter = VeRALinear(layer, projections, config.dropout)
         else:
             triplets = svd_cache.get(name, layer.weight, config.svd) if svd_cache is not None else None
-            adapter = LoRAXSLinear(layer, config.rank, config.alpha, config.dropout, generator, config.svd, triplets)
+            if config.method == "loraxs":
+                adapter = LoRAXSLinear(
+                    layer, config.rank, config.alpha, config.dropout, generator, config.svd, triplets
+                )
+            else:  # the P of the layer with index t among the targets come from seed + t (PEFT's rule)
+                vector = vectors[groups[index]]
+                adapter = TinyLoRALinear(
+                    layer, config.rank, vector, config.seed + index, config.dropout, config.svd, triplets
+                )
         replace_module(model, name, adapter)
 
-    if config.method == "loraxs":
+    if config.method in ("loraxs", "tinylora"):  # both freeze the top-r subspace of W
         warn_about_narrow_gaps({name: model.get_submodule(name) for name in layers})
     return model
 
@@ -137,7 +152,7 @@ def check_adapters(model, config):
         raise LoraxsError("this model already has adapters; start from a fresh model to add others")
     layers = find_targets(model, config.targets) if config.method in ADAPTER_METHODS else {}
     for name, layer in layers.items():
-        if config.method == "loraxs":
+        if config.method in ("loraxs", "tinylora"):
             try:
                 check_loraxs_rank(layer, config.rank)
             except LoraxsError as error:
@@ -148,6 +163,12 @@ def check_adapters(model, config):
                 f"{name}: LoRA rank {config.rank} is more than a {layer.out_features} x {layer.in_features} layer "
                 f"can use (B A has rank at most {largest}); choose rank <= {largest}"
             )
+    if config.method == "tinylora" and 4 * config.u * config.rank**2 * len(layers) > MAX_PROJECTION_BYTES:
+        raise LoraxsError(
+            f"TinyLoRA with u = {config.u:,} at rank {config.rank} needs {len(layers)} x {config.u:,} random "
+            f"{config.rank} x {config.rank} matrices, over 2 GiB; choose a smaller u (u = r² = "
+            f"{config.rank**2} already spans every R)"
+        )
     if config.method == "vera":  # r may exceed the width (the pair is random), but not the memory
         widest_in = max(layer.in_features for layer in layers.values())
         widest_out = max(layer.out_features for layer in layers.values())
@@ -166,8 +187,8 @@ def warn_about_narrow_gaps(layers):
     if narrow:
         warnings.warn(
             f"in {len(narrow)} of {len(layers)} layers (first: {narrow[0]}) σ_r / σ_(r+1) < {NARROW_GAP}: the "
-            "top-r subspace that LoRA-XS freezes is barely defined there, and another machine's SVD may find "
-            "a different one. To load the adapter anywhere, save it with save_adapters(..., frozen=True) "
+            "top-r subspace that LoRA-XS and TinyLoRA freeze is barely defined there, and another machine's SVD "
+            "may find a different one. To load the adapter anywhere, save it with save_adapters(..., frozen=True) "
             "(train.py --save-frozen).",
             stacklevel=3,
         )

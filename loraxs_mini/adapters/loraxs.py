@@ -49,7 +49,7 @@ def check_loraxs_rank(layer, rank):
     largest = min(layer.in_features, layer.out_features)
     if rank > largest:
         raise LoraxsError(
-            f"LoRA-XS rank {rank} is too large for a {layer.out_features} x {layer.in_features} layer: its "
+            f"rank {rank} is too large for a {layer.out_features} x {layer.in_features} layer: its "
             f"SVD has only {largest} singular values; choose rank <= {largest}"
         )
 
@@ -83,17 +83,25 @@ class SVDCache:
         return self.triplets[name, method]
 
 
+def top_triplets(base, rank, svd="gram", triplets=None):
+    """
+    (U_r, Σ_r, V_rᵀ, gap) of the layer's weight, gap = σ_r / σ_{r+1}: what LoRA-XS (and TinyLoRA) build B and A
+    from. `triplets`: the SVD of base.weight already computed at rank r or more (SVDCache), or None to compute it.
+    """
+    check_loraxs_rank(base, rank)
+    U, S, Vh = loraxs_svd(base.weight, rank, svd) if triplets is None else triplets
+    gap = (S[rank - 1] / S[rank]).item() if len(S) > rank and not S.is_meta else math.inf
+    return U[:, :rank], S[:rank], Vh[:rank], gap
+
+
 class LoRAXSLinear(AdaptedLinear):
     def __init__(self, base, rank, alpha, dropout=0.0, generator=None, svd="gram", triplets=None):
-        """`triplets`: the SVD of base.weight already computed at rank r or more (SVDCache), or None to compute it."""
-        check_loraxs_rank(base, rank)
         super().__init__(base, rank, dropout)
         self.scaling = alpha / rank
-        U, S, Vh = loraxs_svd(base.weight, rank, svd) if triplets is None else triplets
-        self.gap = (S[rank - 1] / S[rank]).item() if len(S) > rank and not S.is_meta else math.inf  # σ_r / σ_{r+1}
+        U_r, S_r, Vh_r, self.gap = top_triplets(base, rank, svd, triplets)
         # Frozen: buffers, not parameters. Rebuilt from W when an adapter file is loaded, unless stored in it.
-        self.register_buffer("B", U[:, :rank].contiguous(), persistent=False)  # out x r: U_r
-        self.register_buffer("A", S[:rank, None] * Vh[:rank], persistent=False)  # r x in: Σ_r V_rᵀ
+        self.register_buffer("B", U_r.contiguous(), persistent=False)  # out x r: U_r
+        self.register_buffer("A", S_r[:, None] * Vh_r, persistent=False)  # r x in: Σ_r V_rᵀ
         R = torch.randn(rank, rank, generator=generator) * 1e-5
         self.R = new_parameter(R, like=base.weight)  # r x r, the only trained tensor
 

@@ -1,0 +1,85 @@
+"""
+TinyLoRA: LoRA-XS with R written as a mix of fixed random matrices
+(Morris et al., 2026, "Learning to Reason in 13 Parameters").
+
+    W  ≈  U_r Σ_r V_rᵀ                          truncated SVD of the pretrained weight, as in LoRA-XS
+    B  =  U_r Σ_r^½       out x r              frozen
+    A  =  Σ_r^½ V_rᵀ      r x in               frozen
+    P_1 ... P_u           r x r each           frozen, random, N(0, 1/r), drawn from a seed
+    v                     u numbers            the only trained tensor
+
+    R  =  Σ_i v_i P_i                           (r x r)
+    y  =  W x + B R A x
+
+LoRA-XS trains the r² entries of R directly. TinyLoRA trains u numbers
+instead and lets fixed random matrices turn them into R: a layer costs u
+numbers, whatever r is. With u = r² the P_i span every r x r matrix (almost
+surely), so TinyLoRA reaches exactly the updates LoRA-XS reaches; with u < r²
+it reaches a random u-dimensional slice of them; with u > r² some of v is
+redundant. Layers can also share one v (`weight_tying`): then a whole group
+of layers trains u numbers together, which is how the paper gets down to 13.
+
+Everything here follows Hugging Face PEFT's `tinylora` (peft/tuners/tinylora),
+so the two compute the same function from the same SVD and seed:
+- Σ_r is split evenly, √Σ_r into each of B and A (PEFT: "avoids imbalanced
+  norms between A and B"); the product B R A is what matters, and with R = I
+  it is again the best rank-r approximation of W.
+- No scale: the update is B R A, there is no alpha.
+- v starts at zero (PEFT's init_weights=True), so the adapted model starts
+  exactly as the pretrained one; P is not zero, so v's gradient is not either:
+  dL/dv_i = <P_i, dL/dR>.
+- The P of the layer with index t among the targets (in the model's order)
+  come from a generator seeded with seed + t: P = N(0, 1/r), shape (u, r, r).
+- weight_tying w in [0, 1]: n targets form max(1, round(n (1 - w))) groups
+  of consecutive layers, each sharing one v; 0 gives every layer its own.
+
+PEFT's defaults are r = 2 and u = 64, and ours too: 64 numbers per layer that
+mix only r² = 4 matrices, as redundant as it sounds (see lesson 08).
+"""
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .base import AdaptedLinear, new_parameter
+from .loraxs import top_triplets
+
+
+class TinyLoRAVector(nn.Module):
+    """The trained vector v (u numbers), shared by every layer of one group: the same module in each."""
+
+    def __init__(self, u, like):
+        super().__init__()
+        self.v = new_parameter(torch.zeros(u), like=like)  # zero: ΔW = 0 at the start
+
+
+def tinylora_groups(count, weight_tying):
+    """The group of each of `count` target layers, in order: PEFT's rule for weight_tying in [0, 1]."""
+    groups = max(1, round(count * (1.0 - weight_tying)))
+    size = max(1, count // groups)
+    return [min(index // size, groups - 1) for index in range(count)]
+
+
+class TinyLoRALinear(AdaptedLinear):
+    def __init__(self, base, rank, vector, projection_seed, dropout=0.0, svd="gram", triplets=None):
+        """`projection_seed`: the seed of this layer's P, the config's seed plus the layer's index among the targets."""
+        super().__init__(base, rank, dropout)
+        U_r, S_r, Vh_r, self.gap = top_triplets(base, rank, svd, triplets)  # the SVD exactly as LoRA-XS takes it
+        root = S_r.sqrt()  # √Σ_r, half of the singular values to each side
+        self.register_buffer("B", (U_r * root).contiguous(), persistent=False)  # out x r: U_r Σ_r^½
+        self.register_buffer("A", (root[:, None] * Vh_r).contiguous(), persistent=False)  # r x in: Σ_r^½ V_rᵀ
+        u = vector.v.numel()
+        generator = torch.Generator().manual_seed(projection_seed)
+        P = torch.normal(0.0, 1.0 / rank**0.5, size=(u, rank, rank), generator=generator)  # PEFT's draw, to the bit
+        self.register_buffer("P", P.to(device=base.weight.device, dtype=torch.float32), persistent=False)
+        self.vector = vector  # the same module in every layer of the group: trained and stored once
+
+    def R(self):
+        return torch.einsum("i,ijk->jk", self.vector.v, self.P)  # Σ_i v_i P_i: (u) x (u, r, r) -> (r, r)
+
+    def update(self, x):
+        # x (..., in) -> A x (..., r) -> R A x (..., r) -> B R A x (..., out)
+        return F.linear(F.linear(F.linear(x, self.A), self.R()), self.B)
+
+    def delta_weight(self):
+        return self.B @ self.R() @ self.A  # (out x r)(r x r)(r x in)
