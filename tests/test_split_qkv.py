@@ -12,8 +12,10 @@ from loraxs_mini.adapters import (
     adapted_layers,
     add_adapters,
     find_targets,
+    load_adapters,
     merge_adapters,
     remove_adapters,
+    save_adapters,
 )
 
 C = 32  # the tiny preset's width
@@ -106,3 +108,18 @@ def test_target_patterns_take_c_attn_whole_or_by_thirds(patterns, chosen):
 def test_c_attn_and_its_thirds_together_are_refused():
     with pytest.raises(LoraxsError, match="both transformer.h.0.attn.c_attn and its third .*c_attn.q"):
         add_adapters(tiny_gpt(), "lora", rank=2, targets=["attn.c_attn", "c_attn.q"])
+
+
+@pytest.mark.parametrize("method", ["lora", "vera", "loraxs", "tinylora"])
+def test_an_adapter_on_q_k_v_saves_and_loads_into_a_fresh_model(method, tmp_path):
+    # The base fingerprint is taken in the plain model's layout: q, k and v put back into one c_attn.
+    model = add_adapters(tiny_gpt(), method, rank=2, targets=["attn.c_attn.q", "attn.c_attn.v", "mlp.c_fc"])
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.requires_grad:
+                parameter.normal_(std=0.1)
+    save_adapters(model, tmp_path / "a.safetensors")
+    loaded = load_adapters(tiny_gpt(), tmp_path / "a.safetensors")
+    idx = torch.randint(0, 50257, (2, 8))
+    with torch.no_grad():
+        assert torch.equal(loaded(idx)[0], model(idx)[0])

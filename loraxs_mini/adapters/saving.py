@@ -53,17 +53,35 @@ def frozen_tensors(model):
     return {name: buffer for name, buffer in model.named_buffers() if name.startswith(prefixes)}
 
 
+def base_weights(model):
+    """
+    The base model's weights as the plain model names them, in its order, whatever adapters wrap them: an adapted
+    layer's W is `....base.weight`, and q, k, v adapted apart are three row blocks of one c_attn (qkv.py), put
+    back together here.
+    """
+    added = {id(parameter) for parameter in adapter_parameters(model)}
+    weights = {}
+    for name, parameter in model.named_parameters():
+        if id(parameter) in added:
+            continue
+        name = name.replace(".base.", ".")
+        fused, _, part_and_kind = name.rpartition(".attn.c_attn.")
+        if part_and_kind[:2] in ("q.", "k.", "v."):  # ....attn.c_attn.q.weight -> ....attn.c_attn.weight, rows q
+            name = f"{fused}.attn.c_attn.{part_and_kind[2:]}"
+            weights[name] = torch.cat([weights[name], parameter]) if name in weights else parameter
+        else:
+            weights[name] = parameter
+    return weights
+
+
 def base_fingerprint(model):
     """
     [Σ W², Σ_t u_tᵀ W_t v_t, Σ_t u'_tᵀ W_t v'_t] over every weight W_t of the base model (the adapters' own tensors
     left out), in float64, with u_t, v_t drawn from a fixed seed for each weight in turn.
     """
-    added = {id(parameter) for parameter in adapter_parameters(model)}
     generator = torch.Generator().manual_seed(0)
     fingerprint = [0.0, 0.0, 0.0]
-    for parameter in model.parameters():
-        if id(parameter) in added:
-            continue
+    for parameter in base_weights(model).values():
         weight = parameter.detach().double().cpu().reshape(len(parameter) if parameter.dim() else 1, -1)  # rows x rest
         fingerprint[0] += weight.square().sum().item()
         for k in (1, 2):

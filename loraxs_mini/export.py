@@ -1,0 +1,276 @@
+"""
+Our adapters out to Hugging Face PEFT's format, and PEFT's LoRA adapters in.
+
+    python -m loraxs_mini.export out/sentiment-loraxs-r8.safetensors --base gpt2 --to gpt2-loraxs-peft
+    python -m loraxs_mini.export ADAPTER --base gpt2 --to DIR --as-lora     any method, as a plain LoRA
+
+The folder holds adapter_config.json and adapter_model.safetensors, what
+`peft.PeftModel.from_pretrained(transformers.GPT2LMHeadModel.from_pretrained(base), DIR)`
+loads, and what the inference servers that serve PEFT LoRA files read.
+
+What this file teaches: every adapter here is a LoRA in disguise. Each writes
+ΔW as (out x r)(r x in), so each can be handed over as a LoRA pair A', B' with
+PEFT's scale lora_alpha / r set to 1 (lora_alpha = r):
+
+    LoRA       A' = A          B' = (alpha / r) B
+    LoRA-XS    A' = A          B' = (alpha / r) B R      PEFT has no LoRA-XS: it runs as a LoRA of rank r
+    VeRA       A' = Λ_d A      B' = Λ_b B                 (A, B: this layer's slices of the shared pair)
+    TinyLoRA   A' = A          B' = B R                   R = Σ_i v_i P_i
+
+That is exact, not an approximation: A' and B' multiply to the same ΔW. VeRA
+and TinyLoRA also go out as themselves (PEFT's `vera` and `tinylora`, with
+their frozen pair or projections saved), so they stay a few numbers per layer.
+
+Layouts, and what the export converts:
+- Names: ours are Hugging Face's GPT-2 names ("transformer.h.0.attn.c_attn");
+  PEFT prefixes "base_model.model." to a layer's tensors.
+- GPT-2's Conv1D stores its weight (in, out), our nn.Linear (out, in). PEFT's
+  LoRA keeps lora_A (r x in) and lora_B (out x r) in nn.Linear's layout either
+  way and transposes ΔW itself when `fan_in_fan_out` is true; VeRA's vectors
+  and TinyLoRA's A, B and P are layout-free the same way. So the tensors go
+  out as they are, with fan_in_fan_out = true in the config.
+- q, k and v adapted separately (qkv.py) are one LoRA on the fused c_attn of
+  rank 3r: A' stacks the three A's (3r x C), B' puts the three B's on the
+  diagonal of a 3C x 3r matrix (B_q in the rows of q, and so on), and
+  [q | k | v] = c_attn(x) makes that exact. PEFT gives those layers rank 3r
+  through `rank_pattern` and `alpha_pattern`. VeRA and TinyLoRA on q, k, v
+  have three d's (or v's) where PEFT's fused layer has one: they export only
+  as LoRA (--as-lora).
+
+Import goes the other way, for LoRA only: a PEFT LoRA adapter for GPT-2
+becomes our LoRA adapter (scale lora_alpha / r, or / sqrt(r) with rsLoRA), so
+adapters trained elsewhere can be inspected with this project's tools.
+"""
+
+import json
+import math
+import re
+import sys
+from pathlib import Path
+
+import torch
+
+from .adapters import (
+    AdaptedLinear,
+    AdapterConfig,
+    LoRALinear,
+    LoRAXSLinear,
+    SplitQKV,
+    TinyLoRALinear,
+    VeRALinear,
+    adapted_layers,
+    add_adapters,
+    check_adapters,
+    load_adapters,
+)
+from .adapters.qkv import PARTS
+from .adapters.saving import read_adapter_config
+from .errors import ArgumentParser, LoraxsError, friendly_errors
+from .files import atomic_write
+from .pretrained import load_pretrained
+from .safetensors_file import load_file, parse_json, save_file
+
+PREFIX = "base_model.model."  # what PEFT puts in front of a layer's name in its files
+CONFIG_FILE, TENSOR_FILE = "adapter_config.json", "adapter_model.safetensors"
+
+
+def lora_factors(adapter):
+    """(A', B') with B' A' = ΔW of the adapter: (r x in), (out x r). See the table at the top."""
+    with torch.no_grad():
+        if isinstance(adapter, LoRALinear):
+            return adapter.A, adapter.scaling * adapter.B
+        if isinstance(adapter, LoRAXSLinear):
+            return adapter.A, adapter.scaling * adapter.B @ adapter.R
+        if isinstance(adapter, VeRALinear):
+            A, B = adapter.shared_matrices()
+            return adapter.lambda_d[:, None] * A, adapter.lambda_b[:, None] * B
+        if isinstance(adapter, TinyLoRALinear):
+            return adapter.A, adapter.B @ adapter.R()
+    raise LoraxsError(f"no LoRA form for {type(adapter).__name__}")
+
+
+def fused_factors(split):
+    """q, k, v adapted apart -> one pair for c_attn: A' = [A_q; A_k; A_v], B' = block-diagonal. Unadapted: zero."""
+    C = split.q.in_features
+    parts = [(index, getattr(split, name)) for index, name in enumerate(PARTS)]
+    pairs = [(index, lora_factors(part)) for index, part in parts if isinstance(part, AdaptedLinear)]
+    rank = sum(A.shape[0] for _, (A, _) in pairs)
+    A_fused, B_fused, column = torch.cat([A for _, (A, _) in pairs]), torch.zeros(3 * C, rank), 0
+    for index, (A, B) in pairs:
+        B_fused[index * C : (index + 1) * C, column : column + A.shape[0]] = B  # this third's rows, its r columns
+        column += A.shape[0]
+    return A_fused, B_fused
+
+
+def as_lora(model):
+    """name -> (A', B') for every adapted layer; q, k and v folded into their c_attn."""
+    factors = {}
+    for name, module in model.named_modules():
+        if isinstance(module, SplitQKV) and adapted_layers(module):
+            factors[name] = fused_factors(module)
+        elif isinstance(module, AdaptedLinear) and not name.endswith(tuple(f"c_attn.{part}" for part in PARTS)):
+            factors[name] = lora_factors(module)
+    return factors
+
+
+def lora_export(model, base_name):
+    """PEFT LoRA: every pair with lora_alpha = its rank (scale 1); layers of another rank named in rank_pattern."""
+    factors = as_lora(model)
+    ranks = {name: A.shape[0] for name, (A, _) in factors.items()}
+    rank = min(ranks.values())
+    # c_attn at 3r when q, k, v were adapted apart. PEFT reads these keys as regular expressions: escape the dots.
+    other = {re.escape(name): r for name, r in ranks.items() if r != rank}
+    tensors = {}
+    for name, (A, B) in factors.items():
+        tensors[f"{PREFIX}{name}.lora_A.weight"] = A.detach().float().contiguous()
+        tensors[f"{PREFIX}{name}.lora_B.weight"] = B.detach().float().contiguous()
+    config = {
+        "peft_type": "LORA", "base_model_name_or_path": base_name, "task_type": None, "inference_mode": True,
+        "r": rank, "lora_alpha": rank, "rank_pattern": other, "alpha_pattern": dict(other),
+        "target_modules": sorted(factors), "fan_in_fan_out": True, "bias": "none",
+        "lora_dropout": model.adapter_config.dropout, "use_rslora": False, "use_dora": False, "init_lora_weights": True,
+    }  # fmt: skip
+    return config, tensors
+
+
+def vera_export(model, base_name):
+    """PEFT VeRA, the shared pair saved (save_projection): d and b per layer."""
+    layers, config = adapted_layers(model), model.adapter_config
+    projections = next(iter(layers.values())).projections
+    tensors = {"base_model.vera_A": projections.A, "base_model.vera_B": projections.B}
+    for name, layer in layers.items():
+        tensors[f"{PREFIX}{name}.vera_lambda_d"] = layer.lambda_d.detach()
+        tensors[f"{PREFIX}{name}.vera_lambda_b"] = layer.lambda_b.detach()
+    settings = {
+        "peft_type": "VERA", "base_model_name_or_path": base_name, "task_type": None, "inference_mode": True,
+        "r": config.rank, "target_modules": sorted(layers), "projection_prng_key": config.seed,
+        "save_projection": True, "vera_dropout": config.dropout, "d_initial": 0.1, "fan_in_fan_out": True,
+        "bias": "none", "init_weights": True,
+    }  # fmt: skip
+    return settings, tensors
+
+
+def tinylora_export(model, base_name):
+    """PEFT TinyLoRA, the projections saved: A, B, P per layer; one v per group, numbered in the layers' order."""
+    layers, config = adapted_layers(model), model.adapter_config
+    groups, tensors = {}, {}
+    for name, layer in layers.items():
+        group = groups.setdefault(id(layer.vector), len(groups))  # groups are runs of consecutive layers
+        tensors[f"base_model.tinylora_v.{group}"] = layer.vector.v.detach()
+        for tensor in ("A", "B", "P"):
+            tensors[f"{PREFIX}{name}.tinylora_{tensor}"] = getattr(layer, tensor)
+    settings = {
+        "peft_type": "TINYLORA", "base_model_name_or_path": base_name, "task_type": None, "inference_mode": True,
+        "r": config.rank, "u": config.u, "weight_tying": config.weight_tying, "projection_seed": config.seed,
+        "save_projection": True, "target_modules": sorted(layers), "tinylora_dropout": config.dropout,
+        "fan_in_fan_out": True, "bias": "none", "init_weights": True, "init_v_bound": 0.02,
+    }  # fmt: skip
+    return settings, tensors
+
+
+def peft_adapter(model, base_name, as_lora_only=False):
+    """(adapter_config.json's dict, the tensors) for the model's adapter; refuses what PEFT cannot express."""
+    config = getattr(model, "adapter_config", None)
+    if config is None or config.method not in ("lora", "vera", "loraxs", "tinylora"):
+        method = config.method if config else "none"
+        raise LoraxsError(
+            f"a {method!r} model has no adapter to export: full fine-tuning changes every weight, so merge nothing "
+            "and write the whole model with save_pretrained(model, folder), which transformers opens as it is"
+        )
+    split = any(isinstance(module, SplitQKV) for module in model.modules())
+    if config.method in ("lora", "loraxs") or as_lora_only:
+        return lora_export(model, base_name)
+    if split:
+        raise LoraxsError(
+            f"PEFT's {config.method} adapts c_attn whole, with one set of trained vectors; this adapter has one each "
+            "for q, k and v. Export it as an exact LoRA instead: add --as-lora (export_to_peft(..., as_lora=True))"
+        )
+    return vera_export(model, base_name) if config.method == "vera" else tinylora_export(model, base_name)
+
+
+def export_to_peft(model, folder, base_name, as_lora=False):
+    """Write the model's adapter as a PEFT adapter folder. Returns the two files' sizes in bytes."""
+    settings, tensors = peft_adapter(model, base_name, as_lora)  # checked and built before anything is written
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({name: tensor.detach().cpu().contiguous() for name, tensor in tensors.items()}, folder / TENSOR_FILE)
+    with atomic_write(folder / CONFIG_FILE, "w") as file:
+        json.dump(settings, file, indent=2)
+    return {name: (folder / name).stat().st_size for name in (CONFIG_FILE, TENSOR_FILE)}
+
+
+def import_peft_lora(model, folder):
+    """
+    Load a PEFT LoRA adapter folder for GPT-2 into `model` as our LoRA adapter; returns the model. Everything is
+    checked before the model changes: a refused import leaves it as it was.
+    """
+    folder = Path(folder)
+    for name in (CONFIG_FILE, TENSOR_FILE):
+        if not (folder / name).is_file():
+            raise LoraxsError(f"{folder} has no {name}: a PEFT adapter folder holds {CONFIG_FILE} and {TENSOR_FILE}")
+    settings = parse_json((folder / CONFIG_FILE).read_text(encoding="utf-8"), f"{folder / CONFIG_FILE}")
+    if not isinstance(settings, dict) or settings.get("peft_type") != "LORA":
+        kind = settings.get("peft_type") if isinstance(settings, dict) else None
+        raise LoraxsError(f"{folder} holds a PEFT {kind or 'unknown'} adapter; only LoRA adapters can be imported")
+    unsupported = [key for key in ("use_dora", "rank_pattern", "alpha_pattern", "modules_to_save",
+                                   "layers_to_transform", "layer_replication") if settings.get(key)]  # fmt: skip
+    if settings.get("bias", "none") != "none":
+        unsupported.append("bias")
+    if unsupported:
+        raise LoraxsError(
+            f"{folder}: a LoRA with {', '.join(unsupported)} set is more than a plain LoRA; cannot import"
+        )
+    rank, alpha = settings.get("r"), settings.get("lora_alpha")
+    if type(rank) is not int or rank < 1 or type(alpha) not in (int, float) or not alpha > 0:
+        raise LoraxsError(f"{folder}: r and lora_alpha should be positive numbers, got {rank!r} and {alpha!r}")
+    if settings.get("use_rslora"):  # rsLoRA scales by alpha / sqrt(r); ours scales by alpha / r
+        alpha = alpha * math.sqrt(rank)
+
+    tensors = load_file(folder / TENSOR_FILE)[0]
+    names = sorted({key[len(PREFIX) :].rsplit(".lora_", 1)[0] for key in tensors if key.startswith(PREFIX)})
+    expected = {f"{PREFIX}{name}.lora_{part}.weight" for name in names for part in "AB"}
+    if not names or set(tensors) != expected:
+        raise LoraxsError(f"{folder / TENSOR_FILE} does not hold PEFT LoRA tensors (lora_A and lora_B per layer)")
+    config = AdapterConfig("lora", rank, float(alpha), names, float(settings.get("lora_dropout", 0.0)))
+    layers = check_adapters(model, config)  # every name must be one of our linear layers
+    for name, layer in layers.items():
+        A, B = tensors[f"{PREFIX}{name}.lora_A.weight"], tensors[f"{PREFIX}{name}.lora_B.weight"]
+        if A.shape != (rank, layer.in_features) or B.shape != (layer.out_features, rank):
+            raise LoraxsError(
+                f"{folder}: {name}'s lora_A is {tuple(A.shape)} and lora_B {tuple(B.shape)}; this model needs "
+                f"{(rank, layer.in_features)} and {(layer.out_features, rank)}. Is it an adapter for this base?"
+            )
+        if not (
+            A.is_floating_point() and B.is_floating_point() and torch.isfinite(A).all() and torch.isfinite(B).all()
+        ):
+            raise LoraxsError(f"{folder}: {name}'s lora_A or lora_B is not finite floating-point numbers")
+    add_adapters(model, config)
+    with torch.no_grad():
+        for name, adapter in adapted_layers(model).items():
+            adapter.A.copy_(tensors[f"{PREFIX}{name}.lora_A.weight"])
+            adapter.B.copy_(tensors[f"{PREFIX}{name}.lora_B.weight"])
+    return model
+
+
+def main(argv=None):
+    parser = ArgumentParser(description="Write one of our adapter files as a PEFT adapter folder.")
+    parser.add_argument("adapter", type=Path, help="an adapter file written by train.py or save_adapters")
+    parser.add_argument("--base", required=True, help="the base model it was trained on: gpt2, ..., or a folder")
+    parser.add_argument("--to", required=True, type=Path, help="the folder to write (made if missing)")
+    parser.add_argument("--as-lora", action="store_true", help="write any method as an exact LoRA")
+    args = parser.parse_args(argv)
+    if args.to.exists() and not args.to.is_dir():
+        raise LoraxsError(f"--to {args.to} is a file; give a folder")
+    if not args.adapter.is_file():
+        raise LoraxsError(f"{args.adapter} is not a file; give an adapter file written by train.py")
+    read_adapter_config(args.adapter)  # not one of ours: one clear line before the base model loads
+    model = load_adapters(load_pretrained(args.base), args.adapter)
+    sizes = export_to_peft(model, args.to, args.base, args.as_lora)
+    method = model.adapter_config.method
+    kind = "LoRA" if args.as_lora or method in ("lora", "loraxs") else {"vera": "VeRA", "tinylora": "TinyLoRA"}[method]
+    print(f"wrote {args.to}: a PEFT {kind} adapter ({sizes[CONFIG_FILE]:,} + {sizes[TENSOR_FILE]:,} bytes)")
+
+
+if __name__ == "__main__":
+    with friendly_errors():
+        sys.exit(main())
