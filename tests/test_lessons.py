@@ -14,7 +14,7 @@ LESSON_FILES = sorted((ROOT / "lessons").glob("[0-9][0-9]_*.py"))
 
 
 def test_there_is_a_lesson_per_component():
-    assert [path.name[:2] for path in LESSON_FILES] == ["01", "02", "03", "04", "05", "06", "07"]
+    assert [path.name[:2] for path in LESSON_FILES] == ["01", "02", "03", "04", "05", "06", "07", "08"]
 
 
 @pytest.mark.parametrize("lesson", LESSON_FILES, ids=lambda path: path.stem)
@@ -87,6 +87,7 @@ WRONG_ANSWERS = {
     ("06", "completion_targets"): "def completion_targets(p, c, end):\n"
     "    tokens = p + c + [end]\n"
     "    return tokens[:-1], tokens[1:]  # the prompt is graded too",
+    ("08", "loraxs_as_lora"): "def loraxs_as_lora(A, B, R, scaling):\n    return A, B @ R  # the scale forgotten",
     ("07", "merged_linear"): "import torch\n"
     "def merged_linear(adapter):\n"
     "    adapter.merge()  # changes the adapter instead of building a new layer\n"

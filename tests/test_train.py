@@ -61,11 +61,12 @@ def test_every_method_runs_and_writes_results_and_one_table(checkpoint, data, tm
         "lora": 2 * sum(4 * (i + o) for i, o in shapes),  # r (in + out) per layer, 2 blocks
         "vera": 2 * sum(4 + o for i, o in shapes),  # r + out
         "loraxs": 2 * 4 * 4**2,  # r² for each of 4 layers
+        "tinylora": 2 * 4 * 64,  # u = 64 for each of 4 layers, whatever r
     }
     table = [line for line in (out / "comparison-data.md").read_text().splitlines() if line.startswith("|")]
-    assert len(table) == 2 + 5
+    assert len(table) == 2 + 6
     for method, count in expected.items():
-        name = f"data-{method}" + ("-r4" if method in ("lora", "vera", "loraxs") else "")
+        name = f"data-{method}" + ("-r4" if method in ("lora", "vera", "loraxs", "tinylora") else "")
         result = json.loads((out / f"{name}.json").read_text())
         assert result["trainable_parameters"] == count and result["base_parameters"] == base
         row = next(line for line in table if line.startswith(f"| {method} |"))
@@ -111,11 +112,15 @@ def test_each_method_runs_at_its_own_default_rank_unless_told(checkpoint, data, 
         return {config.method: (config.rank, config.alpha) for config in train.plan_runs(args)}
 
     assert configs() == {
-        "none": (None, None), "full": (None, None), "lora": (8, 8.0), "vera": (256, None), "loraxs": (8, 8.0)
+        "none": (None, None), "full": (None, None), "lora": (8, 8.0), "vera": (256, None), "loraxs": (8, 8.0),
+        "tinylora": (2, None),
     }  # fmt: skip
     assert configs("--rank", "lora=4,vera=64", "--alpha", "16") == {
-        "none": (None, None), "full": (None, None), "lora": (4, 16.0), "vera": (64, None), "loraxs": (8, 16.0)
+        "none": (None, None), "full": (None, None), "lora": (4, 16.0), "vera": (64, None), "loraxs": (8, 16.0),
+        "tinylora": (2, None),
     }  # fmt: skip
+    tiny = train.plan_runs(train.parse_args(["--method", "tinylora", "--u", "4", "--weight-tying", "1"]))
+    assert [(config.rank, config.u, config.weight_tying) for config in tiny] == [(2, 4, 1.0)]
     run_train("--init-from", checkpoint, "--data", data, "--method", "vera,loraxs", "--steps", "2", "--no-save",
               "--out", tmp_path)  # fmt: skip
     table = (tmp_path / "comparison-data.md").read_text()
@@ -178,7 +183,7 @@ def test_bad_input_is_one_line_and_a_nonzero_exit(tmp_path):
     result = run_cli("--method", "dora", "--out", tmp_path)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
-        "error: unknown method 'dora'; choose from none, full, lora, vera, loraxs or 'all'"
+        "error: unknown method 'dora'; choose from none, full, lora, vera, loraxs, tinylora or 'all'"
     ]
     assert "Traceback" not in result.stderr and not any(tmp_path.iterdir())
 
@@ -203,7 +208,7 @@ def write_jsonl(path, lines):
     "case, message",
     [
         ("rank_too_large", "transformer.h.0.attn.c_attn: LoRA-XS rank 33 is too large"),
-        ("bad_rank", "--rank lora=8,dora=2: 'dora' is not one of lora, vera, loraxs"),
+        ("bad_rank", "--rank lora=8,dora=2: 'dora' is not one of lora, vera, loraxs, tinylora"),
         ("vera_alpha", "--alpha vera=2: 'vera' is not one of lora, loraxs"),
         ("unknown_target", "the target 'attn.q_proj' matches no linear layer"),
         ("missing_data", "no task or data file"),
@@ -294,6 +299,11 @@ def write_lines(path, text):
         (["--method", "lora", "--rank", "1000000000"], "LoRA rank 1000000000 is more than"),
         (["--method", "vera", "--rank", "1000000000"], "needs a shared random pair of 953.7 GiB"),
         (["--method", "lora,loraxs", "--rank", "64"], "transformer.h.0.attn.c_attn: LoRA rank 64"),
+        (["--method", "tinylora", "--rank", "33"], "TinyLoRA rank 33 is too large"),
+        (["--method", "tinylora", "--u", "0"], "u must be a positive whole number"),
+        (["--method", "tinylora", "--weight-tying", "1.5"], "weight_tying must be a number in [0, 1]"),
+        (["--method", "tinylora", "--u", "100000000"], "over 2 GiB; choose a smaller u"),
+        (["--method", "loraxs", "--u", "4"], "--u and --weight-tying are TinyLoRA's settings"),
         (["--bogus-flag"], "unrecognized arguments: --bogus-flag"),
         (["--steps", "x"], "invalid int value: 'x'"),
     ],

@@ -154,7 +154,7 @@ def check_adapters(model, config):
     for name, layer in layers.items():
         if config.method in ("loraxs", "tinylora"):
             try:
-                check_loraxs_rank(layer, config.rank)
+                check_loraxs_rank(layer, config.rank, {"loraxs": "LoRA-XS", "tinylora": "TinyLoRA"}[config.method])
             except LoraxsError as error:
                 raise LoraxsError(f"{name}: {error}") from None
         largest = min(layer.in_features, layer.out_features)

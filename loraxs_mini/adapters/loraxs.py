@@ -44,12 +44,12 @@ from .base import AdaptedLinear, new_parameter
 from .svd import truncated_svd
 
 
-def check_loraxs_rank(layer, rank):
+def check_loraxs_rank(layer, rank, method="LoRA-XS"):
     """The SVD of an out x in matrix has min(in, out) singular values: r can be at most that."""
     largest = min(layer.in_features, layer.out_features)
     if rank > largest:
         raise LoraxsError(
-            f"rank {rank} is too large for a {layer.out_features} x {layer.in_features} layer: its "
+            f"{method} rank {rank} is too large for a {layer.out_features} x {layer.in_features} layer: its "
             f"SVD has only {largest} singular values; choose rank <= {largest}"
         )
 
@@ -88,7 +88,6 @@ def top_triplets(base, rank, svd="gram", triplets=None):
     (U_r, Σ_r, V_rᵀ, gap) of the layer's weight, gap = σ_r / σ_{r+1}: what LoRA-XS (and TinyLoRA) build B and A
     from. `triplets`: the SVD of base.weight already computed at rank r or more (SVDCache), or None to compute it.
     """
-    check_loraxs_rank(base, rank)
     U, S, Vh = loraxs_svd(base.weight, rank, svd) if triplets is None else triplets
     gap = (S[rank - 1] / S[rank]).item() if len(S) > rank and not S.is_meta else math.inf
     return U[:, :rank], S[:rank], Vh[:rank], gap
@@ -96,6 +95,7 @@ def top_triplets(base, rank, svd="gram", triplets=None):
 
 class LoRAXSLinear(AdaptedLinear):
     def __init__(self, base, rank, alpha, dropout=0.0, generator=None, svd="gram", triplets=None):
+        check_loraxs_rank(base, rank)
         super().__init__(base, rank, dropout)
         self.scaling = alpha / rank
         U_r, S_r, Vh_r, self.gap = top_triplets(base, rank, svd, triplets)

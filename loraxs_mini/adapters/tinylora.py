@@ -42,7 +42,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .base import AdaptedLinear, new_parameter
-from .loraxs import top_triplets
+from .loraxs import check_loraxs_rank, top_triplets
 
 
 class TinyLoRAVector(nn.Module):
@@ -63,6 +63,7 @@ def tinylora_groups(count, weight_tying):
 class TinyLoRALinear(AdaptedLinear):
     def __init__(self, base, rank, vector, projection_seed, dropout=0.0, svd="gram", triplets=None):
         """`projection_seed`: the seed of this layer's P, the config's seed plus the layer's index among the targets."""
+        check_loraxs_rank(base, rank, "TinyLoRA")
         super().__init__(base, rank, dropout)
         U_r, S_r, Vh_r, self.gap = top_triplets(base, rank, svd, triplets)  # the SVD exactly as LoRA-XS takes it
         root = S_r.sqrt()  # √Σ_r, half of the singular values to each side

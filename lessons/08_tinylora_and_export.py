@@ -1,0 +1,128 @@
+# Lesson 08: from LoRA-XS to TinyLoRA, and from our adapter to a file any LoRA server reads.
+#
+#     python lessons/08_tinylora_and_export.py                 gpt2 (downloads once); about 20 seconds on a 2-core CPU
+#     python lessons/08_tinylora_and_export.py --model PATH    any GPT-2 checkpoint folder
+#     python lessons/08_tinylora_and_export.py --quick         a tiny random model, for CI
+#
+# Code: loraxs_mini/adapters/tinylora.py (short: read it first), loraxs_mini/export.py.
+
+# %% Setup
+import copy
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+from loraxs_mini import GPT, GPTConfig
+from loraxs_mini.adapters import adapted_layers, add_adapters, parameter_counts
+from loraxs_mini.errors import friendly_errors
+from loraxs_mini.export import export_to_peft, lora_factors
+from loraxs_mini.pretrained import load_pretrained, save_pretrained
+
+QUICK = "--quick" in sys.argv
+MODEL = sys.argv[sys.argv.index("--model") + 1] if "--model" in sys.argv else "gpt2"
+folder = Path(tempfile.mkdtemp())
+if QUICK:  # a tiny random GPT-2, saved once, plays the pretrained base model
+    torch.manual_seed(0)
+    save_pretrained(GPT(GPTConfig.from_name("tiny")), folder / "tiny")
+    MODEL = str(folder / "tiny")
+torch.manual_seed(0)
+
+# %% 1. R, written as a mix of fixed random matrices
+#
+# LoRA-XS trains the r x r matrix R between its frozen B and A: r² numbers per layer. TinyLoRA
+# keeps B and A (from the same SVD) and writes R = Σ_i v_i P_i, with u fixed random matrices P_i
+# drawn from a seed. Only v trains: u numbers per layer, and u no longer depends on r.
+r, u = 2, 3
+P = torch.normal(0.0, 1.0 / r**0.5, size=(u, r, r))  # (u, r, r): frozen, rebuilt from the seed
+v = torch.tensor([0.5, -1.0, 2.0])  # (u,): the trained numbers
+R = torch.einsum("i,ijk->jk", v, P)  # Σ_i v_i P_i: (u) x (u, r, r) -> (r, r)
+print(f"v = {v.tolist()} gives R =\n{R}")
+
+# %% 2. Which R can it reach?
+#
+# The R's that TinyLoRA can make are the span of P_1 ... P_u: at most u of the r² directions of
+# r x r matrices. Flatten each P_i to a vector of r² numbers and count the independent ones:
+for u in (1, 2, 4, 8):
+    P = torch.normal(0.0, 1.0 / r**0.5, size=(u, r, r))
+    print(
+        f"r = {r}, u = {u}: R can move in {torch.linalg.matrix_rank(P.reshape(u, r * r)).item()} of {r * r} directions"
+    )
+# u = r² reaches every R, exactly as LoRA-XS at rank r does; u < r² a random slice of them;
+# u > r² adds nothing but redundant numbers. PEFT's default is r = 2 and u = 64: redundant.
+
+# %% 3. On a model: the count falls from r² to u per layer, and further with weight tying
+#
+# Weight tying shares one v across a group of layers: with weight_tying = 1 the whole model trains
+# u numbers. That is how the paper ("Learning to Reason in 13 Parameters") gets to 13.
+with friendly_errors():
+    base = load_pretrained(MODEL)
+settings = [
+    ("loraxs", dict(rank=2)),
+    ("tinylora", dict(rank=2, u=4)),  # u = r²: the same updates as LoRA-XS, the same count
+    ("tinylora", dict(rank=2, u=4, weight_tying=1.0)),  # one v for every layer
+    ("tinylora", dict(rank=2, u=64)),  # PEFT's default
+]
+for method, options in settings:
+    model = add_adapters(copy.deepcopy(base), method, **options)
+    print(f"{method:8s} {str(options):44s} {parameter_counts(model)[0]:>6,} trained numbers")
+
+# %% 4. TinyLoRA starts at the pretrained model, and still learns
+#
+# v starts at zero, so R = 0 and ΔW = B R A = 0. Unlike LoRA's B = 0, that does not stall the
+# gradient: dL/dv_i = <P_i, dL/dR>, and the fixed P_i are not zero.
+model = add_adapters(load_pretrained(MODEL), "tinylora", rank=2, u=4)
+idx = torch.randint(0, 50257, (2, 16))
+with torch.no_grad():
+    print("starts exactly at the base model:", torch.equal(model(idx)[0], base(idx)[0]))
+_, loss = model(idx, torch.roll(idx, -1, dims=1))
+loss.backward()
+layer = next(iter(adapted_layers(model).values()))
+print("the gradient of the first layer's v:", [f"{g:.1e}" for g in layer.vector.v.grad.tolist()])
+
+# %% 5. Every adapter here is a LoRA in disguise
+#
+# Each method writes ΔW as (out x r)(r x in), so it can be handed over as a LoRA pair A', B' with
+# B' A' = ΔW: LoRA-XS as A' = A, B' = (alpha / r) B R; TinyLoRA as A' = A, B' = B R; VeRA as
+# A' = Λ_d A, B' = Λ_b B. Exact, not an approximation:
+with torch.no_grad():
+    for method in ("lora", "vera", "loraxs", "tinylora"):
+        adapted = add_adapters(copy.deepcopy(base), method, rank=4, targets=["transformer.h.0.mlp.c_fc"])
+        layer = adapted.transformer.h[0].mlp.c_fc
+        for parameter in layer.parameters():
+            if parameter.requires_grad:
+                parameter.normal_(std=0.1)  # as if trained
+        A, B = lora_factors(layer)
+        gap = (B @ A - layer.delta_weight()).abs().max().item()
+        print(f"{method:8s} A' {tuple(A.shape)}, B' {tuple(B.shape)}: |B'A' - ΔW| = {gap:.1e}")
+
+# %% 6. A file that PEFT, and the servers that load PEFT LoRA files, can read
+#
+# export_to_peft writes adapter_config.json and adapter_model.safetensors. LoRA-XS goes out as a
+# PEFT LoRA of rank r (PEFT has no LoRA-XS); TinyLoRA and VeRA as themselves. From the command line:
+#     python -m loraxs_mini.export out/sentiment-loraxs-r8.safetensors --base gpt2 --to DIR
+adapted = add_adapters(load_pretrained(MODEL), "loraxs", rank=8)
+with torch.no_grad():
+    for layer in adapted_layers(adapted).values():
+        layer.R.normal_(std=0.01)
+sizes = export_to_peft(adapted, folder / "peft-loraxs", MODEL)
+print("wrote", {name: f"{size:,} bytes" for name, size in sizes.items()})
+try:
+    import peft
+    import transformers
+
+    hf = transformers.GPT2LMHeadModel.from_pretrained(MODEL)
+    theirs = peft.PeftModel.from_pretrained(hf, folder / "peft-loraxs").eval()
+    with torch.no_grad():
+        difference = (theirs(idx).logits - adapted.eval()(idx)[0]).abs().max().item()
+    print(f"PEFT runs it as {theirs.peft_config['default'].peft_type.value}; logits differ by {difference:.1e}")
+except ImportError:
+    print("(pip install transformers peft to load the export with Hugging Face PEFT)")
+
+# %% Exercises (lessons/exercises/ex08_tinylora_and_export.py; check with: python -m loraxs_mini.check 08)
+#
+# 1. tinylora_R(v, P): R = Σ_i v_i P_i, for v (u,) and P (u, r, r)
+# 2. loraxs_as_lora(A, B, R, scaling): the LoRA pair (A', B') of a LoRA-XS layer
+# 3. Experiment: tinylora_fit_error(target, u, seed). How close can TinyLoRA's best v bring R to a
+#    target r x r matrix, for u from 1 to r²? Predict where the error first reaches zero.
