@@ -67,6 +67,7 @@ from .adapters.qkv import PARTS
 from .adapters.saving import read_adapter_config
 from .errors import ArgumentParser, LoraxsError, friendly_errors
 from .files import atomic_write
+from .model import PRETRAINED
 from .pretrained import load_pretrained
 from .safetensors_file import load_file, parse_json, save_file
 
@@ -252,12 +253,28 @@ def import_peft_lora(model, folder):
     return model
 
 
+def compare_with_peft(model, folder, base_name):
+    """The largest logit difference between `model` and transformers + PEFT running the exported folder."""
+    try:
+        import peft  # optional extras: only this check needs them
+        import transformers
+    except ImportError:
+        raise LoraxsError(
+            "--check loads the folder with transformers and PEFT: pip install transformers peft"
+        ) from None
+    theirs = peft.PeftModel.from_pretrained(transformers.GPT2LMHeadModel.from_pretrained(base_name), folder).eval()
+    idx = torch.randint(0, model.config.vocab_size, (2, 64), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        return (model.eval()(idx)[0] - theirs(idx).logits).abs().max().item()
+
+
 def main(argv=None):
     parser = ArgumentParser(description="Write one of our adapter files as a PEFT adapter folder.")
     parser.add_argument("adapter", type=Path, help="an adapter file written by train.py or save_adapters")
     parser.add_argument("--base", required=True, help="the base model it was trained on: gpt2, ..., or a folder")
     parser.add_argument("--to", required=True, type=Path, help="the folder to write (made if missing)")
     parser.add_argument("--as-lora", action="store_true", help="write any method as an exact LoRA")
+    parser.add_argument("--check", action="store_true", help="load the folder with transformers + PEFT, compare logits")
     args = parser.parse_args(argv)
     if args.to.exists() and not args.to.is_dir():
         raise LoraxsError(f"--to {args.to} is a file; give a folder")
@@ -265,10 +282,15 @@ def main(argv=None):
         raise LoraxsError(f"{args.adapter} is not a file; give an adapter file written by train.py")
     read_adapter_config(args.adapter)  # not one of ours: one clear line before the base model loads
     model = load_adapters(load_pretrained(args.base), args.adapter)
-    sizes = export_to_peft(model, args.to, args.base, args.as_lora)
+    base_name = f"openai-community/{args.base}" if args.base in PRETRAINED else args.base  # the Hub's name for it
+    sizes = export_to_peft(model, args.to, base_name, args.as_lora)
     method = model.adapter_config.method
     kind = "LoRA" if args.as_lora or method in ("lora", "loraxs") else {"vera": "VeRA", "tinylora": "TinyLoRA"}[method]
     print(f"wrote {args.to}: a PEFT {kind} adapter ({sizes[CONFIG_FILE]:,} + {sizes[TENSOR_FILE]:,} bytes)")
+    if args.check:
+        difference = compare_with_peft(model, args.to, base_name)
+        print(f"transformers + PEFT with {args.to} against this model, 2 x 64 random tokens: the largest logit "
+              f"difference is {difference:.1e}")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -72,11 +72,11 @@ def test_a_peft_lora_adapter_imports_with_the_same_logits(hf_tiny, prompt, tmp_p
 def test_the_command_writes_a_folder_peft_loads(hf_tiny, tmp_path):
     hf_model, folder = hf_tiny
     save_adapters(trained(add_adapters(load_pretrained(folder), "loraxs", rank=4)), tmp_path / "a.safetensors")
-    command = [sys.executable, "-m", "loraxs_mini.export", tmp_path / "a.safetensors", "--base", folder,
-               "--to", tmp_path / "out"]  # fmt: skip
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    result = export_command(tmp_path / "a.safetensors", folder, tmp_path / "out", "--check")
     assert result.returncode == 0, result.stderr
     assert "a PEFT LoRA adapter" in result.stdout
+    difference = float(result.stdout.split("the largest logit difference is ")[1])
+    assert difference < 1e-5
     assert sorted(path.name for path in (tmp_path / "out").iterdir()) == [
         "adapter_config.json",
         "adapter_model.safetensors",
