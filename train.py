@@ -3,7 +3,7 @@ Fine-tune GPT-2 on a toy task with one method, or compare several: at several
 ranks, over several seeds.
 
     python train.py --method loraxs --rank 8                 # LoRA-XS on the sentiment task
-    python train.py --method all --task plural               # none, full, LoRA, VeRA, LoRA-XS, one table
+    python train.py --method all --task plural               # none, full, LoRA, VeRA, LoRA-XS, TinyLoRA: one table
     python train.py --method all --seeds 3                   # every accuracy as mean ± std over 3 seeds
     python train.py --method lora,loraxs --seeds 3 --rank lora=1,4,16 loraxs=2,8,32     # a rank sweep
     torchrun --nproc_per_node 2 train.py --method loraxs     # data parallel

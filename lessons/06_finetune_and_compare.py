@@ -1,4 +1,4 @@
-# Lesson 06: fine-tuning, one step at a time, then the loop; and full fine-tuning, LoRA, VeRA and LoRA-XS compared.
+# Lesson 06: fine-tuning, one step at a time, then the loop; then full fine-tuning and every adapter compared.
 #
 #     python lessons/06_finetune_and_compare.py                 gpt2 (downloads once), about 13 minutes on a 2-core CPU
 #     python lessons/06_finetune_and_compare.py --model PATH    any GPT-2 checkpoint folder (see lessons/README.md)
@@ -122,10 +122,11 @@ print(f"loraxs: loss {losses[0]:.4f} -> {losses[-1]:.4f} in {STEPS} steps; "
 # %% 6. All methods on the same data, seed and budget
 #
 # Each method as its authors configure it (loraxs_mini/adapters/config.py): LoRA and LoRA-XS at
-# rank 8, VeRA at rank 256. The learning rates differ on purpose: the fewer numbers a method
-# trains, the further each has to move (docs/defaults.md shows how they were chosen on validation).
-# One seed only: the seed alone moves these accuracies by several points, so do not rank the
-# methods from this table. `python train.py --method all --seeds 3` gives mean ± std.
+# rank 8, VeRA at rank 256, TinyLoRA at rank 2 with u = 64 (lesson 08). The learning rates differ
+# on purpose: the fewer numbers a method trains, the further each has to move (docs/defaults.md
+# shows how they were chosen on validation). One seed only: the seed alone moves these accuracies
+# by several points, so do not rank the methods from this table. `python train.py --method all
+# --seeds 3` gives mean ± std.
 rows = []
 for method in METHODS[1:]:  # "none" trains nothing: its accuracy is the zero-shot one above
     torch.manual_seed(0)

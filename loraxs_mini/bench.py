@@ -5,7 +5,7 @@ Measures, in one run on the current device, with GPT-2 124M's shape (random
 weights: the cost is the same as pretrained):
 
   1. training-step time (forward, backward, AdamW step) for full fine-tuning,
-     LoRA, VeRA and LoRA-XS at rank r, every linear layer of every block
+     LoRA, VeRA, LoRA-XS and TinyLoRA at rank r, every linear layer of every block
      adapted (the fused c_attn taken whole, the one layout PEFT can express on
      GPT-2), side by side with transformers + PEFT when both are installed.
      LoRA-XS's stand-in there is PEFT LoRA with A and B frozen and an r x r
@@ -312,7 +312,7 @@ def flops_per_token(config, seq_len, weight_gradients=True):
     twice more: once for the gradient of its input (2) and once for its own
     gradient (2), hence 6 N. Attention has no weights: forward 4 L C T (scores
     and weighted sum over T tokens), backward twice that, hence 12 L C T.
-    With a frozen base (LoRA, VeRA, LoRA-XS) the weight gradients are not
+    With a frozen base (LoRA, VeRA, LoRA-XS, TinyLoRA) the weight gradients are not
     computed: 4 N + 12 L C T. The adapters' own few FLOPs are left out.
     """
     with torch.device("meta"):

@@ -110,16 +110,16 @@ def test_lesson_06_loop_and_counts_agree_with_train_py(tmp_path):
         [sys.executable, "lessons/06_finetune_and_compare.py", "--quick"], cwd=ROOT, capture_output=True, text=True
     )
     assert lesson.returncode == 0, lesson.stderr[-3000:]
-    printed = dict(re.findall(r"^(full|lora|vera|loraxs): ([\d,]+) trainable parameters$", lesson.stdout, re.M))
-    assert set(printed) == {"full", "lora", "vera", "loraxs"}
+    printed = dict(re.findall(r"^(\w+): ([\d,]+) trainable parameters$", lesson.stdout, re.M))
+    assert set(printed) == {"full", "lora", "vera", "loraxs", "tinylora"}
     result = subprocess.run(
-        [sys.executable, "train.py", "--init-from", "random:tiny", "--method", "full,lora,vera,loraxs",
+        [sys.executable, "train.py", "--init-from", "random:tiny", "--method", "full,lora,vera,loraxs,tinylora",
          "--steps", "10", "--no-save", "--out", tmp_path],  # fmt: skip
         cwd=ROOT, capture_output=True, text=True,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     for method, count in printed.items():
-        name = f"sentiment-{method}" + {"full": "", "vera": "-r256"}.get(method, "-r8")  # each method's own rank
+        name = f"sentiment-{method}" + {"full": "", "vera": "-r256", "tinylora": "-r2"}.get(method, "-r8")  # own rank
         assert json.loads((tmp_path / f"{name}.json").read_text())["trainable_parameters"] == int(
             count.replace(",", "")
         )

@@ -1,5 +1,5 @@
 """
-What LoRA, VeRA and LoRA-XS have in common: a frozen linear layer plus a
+What LoRA, VeRA, LoRA-XS and TinyLoRA have in common: a frozen linear layer plus a
 trainable low-rank update.
 
 Each adapter wraps an existing `nn.Linear` (weight W, out x in; bias b):
