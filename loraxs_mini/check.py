@@ -59,6 +59,12 @@ def close(actual, expected, what, atol=1e-5):
     assert error <= atol, f"{what} is off by up to {error:.2e}"
 
 
+def tiny_model():
+    """The tiny preset (2 blocks, width 32), drawn from seed 0: the same model in every check, in seconds."""
+    torch.manual_seed(0)
+    return GPT(GPTConfig.from_name("tiny"))
+
+
 # ---------------------------------------------------------------- 01 the model
 
 
@@ -79,8 +85,7 @@ def check_gelu_tanh(module):
 @exercise("01", "position_sensitivity", "run the model on idx and on a copy with one column changed; compare the "
           "two logits tensors position by position, reducing over the batch and the vocabulary")  # fmt: skip
 def check_position_sensitivity(module):
-    torch.manual_seed(0)
-    model = GPT(GPTConfig.from_name("tiny")).eval()
+    model = tiny_model().eval()
     idx = torch.randint(0, 50257, (2, 12))
     for position in (0, 5, 11):
         changed = idx.clone()
@@ -107,8 +112,7 @@ def check_conv1d_to_linear(module):
 @exercise("02", "greedy_decode", "one new token per turn of a loop; only the last position's logits say what comes "
           "next")  # fmt: skip
 def check_greedy_decode(module):
-    torch.manual_seed(0)
-    model = GPT(GPTConfig.from_name("tiny")).eval()
+    model = tiny_model().eval()
     idx = torch.randint(0, 50257, (2, 5))
     with torch.no_grad():
         got = module.greedy_decode(model, idx, 6)
@@ -282,8 +286,7 @@ def check_completion_targets(module):
 
 @exercise("06", "pick_label", "only the label tokens' columns of the logits matter; compare them within each row")
 def check_pick_label(module):
-    torch.manual_seed(0)
-    model = GPT(GPTConfig.from_name("tiny")).eval()
+    model = tiny_model().eval()
     prompts = [torch.randint(0, 50257, (6,)).tolist() for _ in range(16)]
     labels, label_tokens = [" yes", " no", " maybe"], [3763, 645, 3863]
     examples = [Example("", "", prompt, [3763]) for prompt in prompts]
@@ -300,8 +303,7 @@ def check_numbers_with_gradient(module):
     examples = [Example("", "", [5, 6, 7], [8, 9]), Example("", "", [1, 2], [3])]
     inputs, targets = make_batch(examples)
     for method in METHODS[1:]:  # every method that trains
-        torch.manual_seed(0)
-        model = add_adapters(GPT(GPTConfig.from_name("tiny")), method, rank=4)
+        model = add_adapters(tiny_model(), method, rank=4)
         measured = module.numbers_with_gradient(model, inputs, targets)
         # What it measures: backward reaches the trainable numbers only, exactly the method's count.
         assert measured == parameter_counts(model)[0], (
@@ -315,8 +317,7 @@ def check_numbers_with_gradient(module):
 @exercise("07", "merged_linear", "a new nn.Linear of the same shape whose weight already contains the update; every "
           "adapter knows its update (lesson 07); do not forget the bias")  # fmt: skip
 def check_merged_linear(module):
-    torch.manual_seed(0)
-    model = GPT(GPTConfig.from_name("tiny"))
+    model = tiny_model()
     for method in ADAPTER_METHODS:
         adapted = add_adapters(GPT(model.config), method, rank=4)
         adapter = adapted.transformer.h[0].mlp.c_fc
@@ -341,8 +342,7 @@ def check_adapter_file_bytes(module):
     sizes = {}
     for method in ("lora", "loraxs"):
         for rank in (4, 8, 16):
-            torch.manual_seed(0)
-            model = add_adapters(GPT(GPTConfig.from_name("tiny")), method, rank=rank)
+            model = add_adapters(tiny_model(), method, rank=rank)
             expected = save_adapters(model, Path(tempfile.mkdtemp()) / "adapter.safetensors")
             sizes[method, rank] = module.adapter_file_bytes(method, rank)
             assert sizes[method, rank] == expected, (
