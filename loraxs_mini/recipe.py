@@ -30,7 +30,7 @@ LEARNING_RATES = {
     "lora": {1: 3e-4, 2: 3e-4, 4: 3e-4, 8: 1e-3, 16: 1e-3},
     "vera": {64: 1e-2, 256: 3e-2, 1024: 1e-2},
     "loraxs": {2: 1e-1, 4: 3e-2, 8: 1e-2, 16: 3e-3, 32: 3e-3},
-    "tinylora": {2: 1e-2, 8: 1e-2},  # to be measured
+    "tinylora": {2: 1e-2, 8: 3e-3},  # u = 64; r = 4, halfway in log r, takes r = 2's
 }
 DEFAULT_STEPS = 150
 DEFAULT_BATCH_SIZE = 16  # examples per step, over all processes together
