@@ -432,6 +432,22 @@ def test_a_tampered_adapter_file_is_refused_and_the_model_stays_bit_identical(tm
     assert getattr(model, "adapter_config", None) is None and all(p.requires_grad for p in model.parameters())
 
 
+def test_an_adapter_file_from_before_tinylora_still_loads(tmp_path):
+    path = tmp_path / "a.safetensors"
+    model = train_a_little(add_adapters(tiny_gpt(), "loraxs", rank=4))
+    save_adapters(model, path)
+
+    def as_before(tensors, metadata):  # the AdapterConfig had no u and weight_tying then
+        recipe = json.loads(metadata["adapter_config"])
+        metadata["adapter_config"] = json.dumps({k: v for k, v in recipe.items() if k not in ("u", "weight_tying")})
+
+    rewrite(path, as_before)
+    loaded = load_adapters(tiny_gpt(), path)
+    idx = torch.randint(0, 50257, (2, 8))
+    with torch.no_grad():
+        assert torch.equal(loaded(idx)[0], model(idx)[0])
+
+
 @pytest.mark.parametrize("change", ["swap two rows", "swap two layers"])
 def test_the_base_fingerprint_sees_reordered_weights(tmp_path, change):
     path = tmp_path / "a.safetensors"

@@ -41,6 +41,7 @@ from .inject import adapted_layers, adapter_parameters, add_adapters, remove_ada
 
 SHAPE_KEYS = ("vocab_size", "block_size", "n_layer", "n_head", "n_embd")
 METADATA_KEYS = ("adapter_config", "base_model", "base_shape", "base_fingerprint", "frozen_stored")
+TINYLORA_ONLY = ("u", "weight_tying")  # AdapterConfig fields added with TinyLoRA: None for every other method
 
 
 def trained_tensors(model):
@@ -147,6 +148,8 @@ def read_adapter_config(path):
     if not well_formed(saved):
         raise LoraxsError(not_ours)
     recipe, every_field = saved["adapter_config"], {field.name for field in fields(AdapterConfig)}
+    if recipe.get("method") != "tinylora":  # files from before TinyLoRA lack its two settings, which others leave out
+        recipe = {**dict.fromkeys(TINYLORA_ONLY), **recipe}
     if recipe.keys() != every_field:  # a missing field would silently take today's default, not the trained value
         raise LoraxsError(
             f"{path}: its adapter_config should give {', '.join(sorted(every_field))}; it gives "
