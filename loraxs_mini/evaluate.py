@@ -47,9 +47,9 @@ def label_log_likelihoods(model, examples, labels, batch_size=32, progress=False
     each), not the whole sequence.
     """
     label_tokens = [encode(label) for label in labels]
-    device = next(model.parameters()).device
     if all(len(tokens) == 1 for tokens in label_tokens):
         return single_token_label_log_likelihoods(model, examples, label_tokens, batch_size, progress)
+    device = next(model.parameters()).device
     scores = torch.zeros(len(examples), len(labels))
     for k, tokens in enumerate(label_tokens):
         for first in tqdm(range(0, len(examples), batch_size), desc=f"scoring {labels[k]!r}", disable=not progress,

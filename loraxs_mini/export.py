@@ -51,6 +51,7 @@ from pathlib import Path
 import torch
 
 from .adapters import (
+    ADAPTER_METHODS,
     AdaptedLinear,
     AdapterConfig,
     LoRALinear,
@@ -172,16 +173,15 @@ def tinylora_export(model, base_name):
 def peft_adapter(model, base_name, as_lora_only=False):
     """(adapter_config.json's dict, the tensors) for the model's adapter; refuses what PEFT cannot express."""
     config = getattr(model, "adapter_config", None)
-    if config is None or config.method not in ("lora", "vera", "loraxs", "tinylora"):
+    if config is None or config.method not in ADAPTER_METHODS:
         method = config.method if config else "none"
         raise LoraxsError(
             f"a {method!r} model has no adapter to export: full fine-tuning changes every weight, so merge nothing "
             "and write the whole model with save_pretrained(model, folder), which transformers opens as it is"
         )
-    split = any(isinstance(module, SplitQKV) for module in model.modules())
     if config.method in ("lora", "loraxs") or as_lora_only:
         return lora_export(model, base_name)
-    if split:
+    if any(isinstance(module, SplitQKV) for module in model.modules()):
         raise LoraxsError(
             f"PEFT's {config.method} adapts c_attn whole, with one set of trained vectors; this adapter has one each "
             "for q, k and v. Export it as an exact LoRA instead: add --as-lora (export_to_peft(..., as_lora=True))"
