@@ -43,19 +43,24 @@ from .adapters import (
     EVERY_LINEAR,
     METHODS,
     SVD_METHODS,
+    FullFineTuning,
+    LoRALinear,
+    LoRAXSLinear,
     add_adapters,
     find_targets,
     merge_adapters,
     parameter_counts,
     truncated_svd,
 )
+from .cli import ArgumentParser
 from .device import autocast, pick_device
-from .errors import ArgumentParser, LoraxsError, friendly_errors
+from .errors import LoraxsError, friendly_errors
 from .measure import peak_memory_bytes
 from .model import GPT, IGNORE_INDEX, PRESETS, GPTConfig
 from .recipe import GRAD_CLIP
 
-OURS = tuple(method for method in METHODS if method != "none")  # "none" trains nothing to time
+OURS = tuple(name for name, method in METHODS.items() if method.trains)  # zero-shot trains nothing to time
+LORA, LORAXS, FULL = LoRALinear.name, LoRAXSLinear.name, FullFineTuning.name  # what the report sets side by side
 TARGETS = EVERY_LINEAR  # c_attn whole, as PEFT adapts it: the same matrices in both libraries
 THEIRS = ("hf-full", "peft-lora", "peft-vera", "peft-loraxs")
 
@@ -224,7 +229,7 @@ def setup_times(args):
             model.load_state_dict(base.state_dict())
             synchronize(args.device)
             start = time.perf_counter()
-            add_adapters(model, "loraxs", rank=args.rank, targets=TARGETS, svd=method)
+            add_adapters(model, LORAXS, rank=args.rank, targets=TARGETS, svd=method)
             synchronize(args.device)
             seconds.append(time.perf_counter() - start)
             del model
@@ -271,8 +276,8 @@ def time_inference(args):
     torch.manual_seed(0)
     plain = GPT(GPTConfig.from_name(args.shape)).to(args.device).eval()
     settings = dict(rank=args.rank, targets=TARGETS)
-    adapted = add_adapters(GPT(plain.config), "loraxs", **settings).to(args.device).eval()
-    merged = merge_adapters(add_adapters(GPT(plain.config), "loraxs", **settings))
+    adapted = add_adapters(GPT(plain.config), LORAXS, **settings).to(args.device).eval()
+    merged = merge_adapters(add_adapters(GPT(plain.config), LORAXS, **settings))
     merged = merged.to(args.device).eval()
     models = {"plain": plain, "loraxs, not merged": adapted, "loraxs, merged": merged}
     times = {name: [] for name in models}
@@ -343,11 +348,11 @@ def training_table(results, memory, workload, args):
             f"| {gibibytes(memory.get(name))} |"
         )
     ours = {name: results[name]["seconds"] for name in OURS if name in results}
-    if "loraxs" in ours and "full" in ours and "lora" in ours:
+    if LORAXS in ours and FULL in ours and LORA in ours:
         lines.append("")
         lines.append(
-            f"LoRA-XS / LoRA step time: {ours['loraxs'] / ours['lora']:.2f}; "
-            f"LoRA-XS / full fine-tuning: {ours['loraxs'] / ours['full']:.2f}"
+            f"LoRA-XS / LoRA step time: {ours[LORAXS] / ours[LORA]:.2f}; "
+            f"LoRA-XS / full fine-tuning: {ours[LORAXS] / ours[FULL]:.2f}"
         )
     return "\n".join(lines)
 
@@ -443,7 +448,7 @@ def main(argv=None):
         print("throughput", flush=True)
         peak = peak_flops(args.device, args.dtype, args.peak_tflops)
         config = GPTConfig.from_name(args.shape)
-        results = time_training(["full", "loraxs"], args, "lm")
+        results = time_training([FULL, LORAXS], args, "lm")
         setting = f"{args.device}, {args.dtype}, batch {args.batch_size} x {args.seq_len}"
         setting += ", compiled" if args.compile else ""
         lines = [
@@ -454,10 +459,10 @@ def main(argv=None):
         ]
         for name, row in results.items():
             tokens = args.batch_size * args.seq_len / row["seconds"]
-            per_token = flops_per_token(config, args.seq_len, weight_gradients=name == "full")
+            per_token = flops_per_token(config, args.seq_len, weight_gradients=METHODS[name].trains_base)
             mfu = f"{100 * per_token * tokens / peak:.1f}%" if peak else "- (pass --peak-tflops)"
             lines.append(f"| {name} | {tokens:,.0f} | {per_token:,} | {mfu} |")
-        lines.append(f"\nLoRA-XS / full step time: {results['loraxs']['seconds'] / results['full']['seconds']:.2f}")
+        lines.append(f"\nLoRA-XS / full step time: {results[LORAXS]['seconds'] / results[FULL]['seconds']:.2f}")
         report.append("\n".join(lines))
 
     text = "\n\n".join(report) + "\n"

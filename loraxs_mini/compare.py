@@ -26,19 +26,9 @@ import itertools
 import json
 import statistics
 
-from .adapters import ADAPTER_METHODS, METHODS
+from .adapters import METHODS, adapter_methods
 from .files import atomic_write
-
-
-def human_bytes(n):
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-
-
-def human_seconds(seconds):
-    return f"{seconds:.1f}s" if seconds < 60 else f"{int(seconds // 60)}m{seconds % 60:04.1f}s"
+from .measure import human_bytes, human_seconds
 
 
 def spread(values):
@@ -56,7 +46,8 @@ def aggregate(results):
     for result in results:
         groups.setdefault((result["method"], result["rank"]), []).append(result)
     rows = []
-    for (method, rank), runs in sorted(groups.items(), key=lambda item: (METHODS.index(item[0][0]), item[0][1] or 0)):
+    order = list(METHODS)
+    for (method, rank), runs in sorted(groups.items(), key=lambda item: (order.index(item[0][0]), item[0][1] or 0)):
         first = runs[0]
         rows.append(
             {
@@ -151,7 +142,7 @@ def plot(rows, path, title):
     except ImportError:
         return None
     figure, axes = plt.subplots(figsize=(7, 4.5))
-    for method in ADAPTER_METHODS:  # a line per adapter, through its ranks
+    for method in adapter_methods():  # a line per adapter, through its ranks
         points = sorted((row for row in rows if row["method"] == method), key=lambda row: row["trainable_parameters"])
         if not points:
             continue
@@ -163,11 +154,12 @@ def plot(rows, path, title):
         ranks = ", ".join(str(row["rank"]) for row in points)
         axes.errorbar(x, y, yerr=error, marker="o", capsize=3, label=f"{method}, r = {ranks}")
     for row in rows:
-        if row["method"] == "full":
+        method = METHODS[row["method"]]
+        if method.trains_base:  # full fine-tuning: one point, no rank
             point, error = (row["trainable_parameters"], row["test"]["mean"]), row["test"]["std"] or 0.0
-            axes.errorbar(*point, yerr=error, marker="*", markersize=12, color="black", label="full fine-tuning")
-        if row["method"] == "none":
-            axes.axhline(row["test"]["mean"], color="gray", linestyle="--", label="zero-shot")
+            axes.errorbar(*point, yerr=error, marker="*", markersize=12, color="black", label=method.display_name)
+        if not method.trains:
+            axes.axhline(row["test"]["mean"], color="gray", linestyle="--", label=method.display_name)
     axes.set_xscale("log")
     axes.set_xlabel("trainable parameters (log scale)")
     axes.set_ylabel("test accuracy (mean ± std over seeds)")
@@ -179,6 +171,19 @@ def plot(rows, path, title):
         figure.savefig(file, format="png", dpi=120)
     plt.close(figure)
     return path
+
+
+def report(results, out, steps, batch_size, seconds):
+    """train.py's ending: write comparison-<task>.md, .json, .csv and .png into `out`, and print the table and words."""
+    task, model = results[0]["task"], results[0]["base_model"]
+    seeds = len({result["seed"] for result in results})
+    title = f"{task} on {model}: {seeds} seed{'s' * (seeds > 1)}, {steps} steps of {batch_size} examples"
+    facts = {"task": task, "base_model": model, "runs": len(results), "wall_seconds": seconds}
+    text, words, plot = write_comparison(results, out / f"comparison-{task}", title, facts)
+    print(f"\n{title}\n\n{text}\n" + "\n".join(words))
+    plot_note = " and .png" if plot else " (pip install matplotlib for a plot)"
+    print(f"\n{len(results)} runs in {human_seconds(seconds)} ({human_seconds(seconds / len(results))} a run); "
+          f"wrote {out}/comparison-{task}.md, .json, .csv{plot_note}")  # fmt: skip
 
 
 def write_comparison(results, base, title, extra=None):

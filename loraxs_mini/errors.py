@@ -5,11 +5,11 @@ Every error this package raises on purpose (a missing file, a malformed
 checkpoint, a rank that does not fit a layer, ...) is a `LoraxsError` whose
 message says what was wrong and what to do instead. The command-line tools
 (`train.py`, the lessons, the benchmark) print that message on one line and
-exit with status 1, so bad input never ends in a traceback. Anything else that
+exit with status 1, so bad input never ends in a traceback (argparse's own
+mistakes too: cli.ArgumentParser). Anything else that
 escapes is a bug in this package and keeps its traceback.
 """
 
-import argparse
 import sys
 import warnings
 from contextlib import contextmanager
@@ -19,11 +19,13 @@ class LoraxsError(Exception):
     """A clear, user-facing error: the message alone tells the user what to do."""
 
 
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse whose usage mistakes are LoraxsErrors like any other: one error: line, exit status 1 (argparse: 2)."""
+def is_whole(value):
+    """An int, and not a bool (True is 1 to Python, but never a rank)."""
+    return isinstance(value, int) and not isinstance(value, bool)
 
-    def error(self, message):
-        raise LoraxsError(f"{message} (--help lists every flag)")
+
+def is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 @contextmanager

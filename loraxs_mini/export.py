@@ -10,7 +10,8 @@ loads, and what the inference servers that serve PEFT LoRA files read.
 
 What this file teaches: every adapter here is a LoRA in disguise. Each writes
 ΔW as (out x r)(r x in), so each can be handed over as a LoRA pair A', B' with
-PEFT's scale lora_alpha / r set to 1 (lora_alpha = r):
+PEFT's scale lora_alpha / r set to 1 (lora_alpha = r); each adapter class
+says how, in its `lora_factors`:
 
     LoRA       A' = A          B' = (alpha / r) B
     LoRA-XS    A' = A          B' = (alpha / r) B R      PEFT has no LoRA-XS: it runs as a LoRA of rank r
@@ -19,7 +20,8 @@ PEFT's scale lora_alpha / r set to 1 (lora_alpha = r):
 
 That is exact, not an approximation: A' and B' multiply to the same ΔW. VeRA
 and TinyLoRA also go out as themselves (PEFT's `vera` and `tinylora`, with
-their frozen pair or projections saved), so they stay a few numbers per layer.
+their frozen pair or projections saved, their classes' `peft_format`), so they
+stay a few numbers per layer.
 
 Layouts, and what the export converts:
 - Names: ours are Hugging Face's GPT-2 names ("transformer.h.0.attn.c_attn");
@@ -51,51 +53,33 @@ from pathlib import Path
 import torch
 
 from .adapters import (
-    ADAPTER_METHODS,
     AdaptedLinear,
     AdapterConfig,
     LoRALinear,
-    LoRAXSLinear,
     SplitQKV,
-    TinyLoRALinear,
-    VeRALinear,
     adapted_layers,
     add_adapters,
     check_adapters,
     load_adapters,
 )
+from .adapters.base import PEFT_PREFIX as PREFIX
 from .adapters.qkv import PARTS
 from .adapters.saving import read_adapter_config
-from .errors import ArgumentParser, LoraxsError, friendly_errors
+from .cli import ArgumentParser
+from .errors import LoraxsError, friendly_errors
 from .files import atomic_write
 from .model import PRETRAINED
 from .pretrained import load_pretrained
 from .safetensors_file import load_file, parse_json, save_file
 
-PREFIX = "base_model.model."  # what PEFT puts in front of a layer's name in its files
 CONFIG_FILE, TENSOR_FILE = "adapter_config.json", "adapter_model.safetensors"
-
-
-def lora_factors(adapter):
-    """(A', B') with B' A' = ΔW of the adapter: (r x in), (out x r). See the table at the top."""
-    with torch.no_grad():
-        if isinstance(adapter, LoRALinear):
-            return adapter.A, adapter.scaling * adapter.B
-        if isinstance(adapter, LoRAXSLinear):
-            return adapter.A, adapter.scaling * adapter.B @ adapter.R
-        if isinstance(adapter, VeRALinear):
-            A, B = adapter.shared_matrices()
-            return adapter.lambda_d[:, None] * A, adapter.lambda_b[:, None] * B
-        if isinstance(adapter, TinyLoRALinear):
-            return adapter.A, adapter.B @ adapter.R()
-    raise LoraxsError(f"no LoRA form for {type(adapter).__name__}")
 
 
 def fused_factors(split):
     """q, k, v adapted apart -> one pair for c_attn: A' = [A_q; A_k; A_v], B' = block-diagonal. Unadapted: zero."""
     C = split.q.in_features
     parts = [(index, getattr(split, name)) for index, name in enumerate(PARTS)]
-    pairs = [(index, lora_factors(part)) for index, part in parts if isinstance(part, AdaptedLinear)]
+    pairs = [(index, part.lora_factors()) for index, part in parts if isinstance(part, AdaptedLinear)]
     rank = sum(A.shape[0] for _, (A, _) in pairs)
     A_fused, B_fused, column = torch.cat([A for _, (A, _) in pairs]), torch.zeros(3 * C, rank), 0
     for index, (A, B) in pairs:
@@ -111,7 +95,7 @@ def as_lora(model):
         if isinstance(module, SplitQKV) and adapted_layers(module):
             factors[name] = fused_factors(module)
         elif isinstance(module, AdaptedLinear) and not name.endswith(tuple(f"c_attn.{part}" for part in PARTS)):
-            factors[name] = lora_factors(module)
+            factors[name] = module.lora_factors()
     return factors
 
 
@@ -126,67 +110,40 @@ def lora_export(model, base_name):
     for name, (A, B) in factors.items():
         tensors[f"{PREFIX}{name}.lora_A.weight"] = A.detach().float().contiguous()
         tensors[f"{PREFIX}{name}.lora_B.weight"] = B.detach().float().contiguous()
-    config = {
-        "peft_type": "LORA", "base_model_name_or_path": base_name, "task_type": None, "inference_mode": True,
-        "r": rank, "lora_alpha": rank, "rank_pattern": other, "alpha_pattern": dict(other),
-        "target_modules": sorted(factors), "fan_in_fan_out": True, "bias": "none",
+    settings = {
+        "peft_type": "LORA", "r": rank, "lora_alpha": rank, "rank_pattern": other, "alpha_pattern": dict(other),
         "lora_dropout": model.adapter_config.dropout, "use_rslora": False, "use_dora": False, "init_lora_weights": True,
     }  # fmt: skip
-    return config, tensors
+    return peft_settings(base_name, factors, settings), tensors
 
 
-def vera_export(model, base_name):
-    """PEFT VeRA, the shared pair saved (save_projection): d and b per layer."""
-    layers, config = adapted_layers(model), model.adapter_config
-    projections = next(iter(layers.values())).projections
-    tensors = {"base_model.vera_A": projections.A, "base_model.vera_B": projections.B}
-    for name, layer in layers.items():
-        tensors[f"{PREFIX}{name}.vera_lambda_d"] = layer.lambda_d.detach()
-        tensors[f"{PREFIX}{name}.vera_lambda_b"] = layer.lambda_b.detach()
-    settings = {
-        "peft_type": "VERA", "base_model_name_or_path": base_name, "task_type": None, "inference_mode": True,
-        "r": config.rank, "target_modules": sorted(layers), "projection_prng_key": config.seed,
-        "save_projection": True, "vera_dropout": config.dropout, "d_initial": 0.1, "fan_in_fan_out": True,
-        "bias": "none", "init_weights": True,
-    }  # fmt: skip
-    return settings, tensors
-
-
-def tinylora_export(model, base_name):
-    """PEFT TinyLoRA, the projections saved: A, B, P per layer; one v per group, numbered in the layers' order."""
-    layers, config = adapted_layers(model), model.adapter_config
-    groups, tensors = {}, {}
-    for name, layer in layers.items():
-        group = groups.setdefault(id(layer.vector), len(groups))  # groups are runs of consecutive layers
-        tensors[f"base_model.tinylora_v.{group}"] = layer.vector.v.detach()
-        for tensor in ("A", "B", "P"):
-            tensors[f"{PREFIX}{name}.tinylora_{tensor}"] = getattr(layer, tensor)
-    settings = {
-        "peft_type": "TINYLORA", "base_model_name_or_path": base_name, "task_type": None, "inference_mode": True,
-        "r": config.rank, "u": config.u, "weight_tying": config.weight_tying, "projection_seed": config.seed,
-        "save_projection": True, "target_modules": sorted(layers), "tinylora_dropout": config.dropout,
-        "fan_in_fan_out": True, "bias": "none", "init_weights": True, "init_v_bound": 0.02,
-    }  # fmt: skip
-    return settings, tensors
+def peft_settings(base_name, targets, settings):
+    """adapter_config.json: what every PEFT adapter says (the base, its layers, GPT-2's Conv1D layout), then its own."""
+    common = {"base_model_name_or_path": base_name, "task_type": None, "inference_mode": True,
+              "target_modules": sorted(targets), "fan_in_fan_out": True, "bias": "none"}  # fmt: skip
+    return {**common, **settings}
 
 
 def peft_adapter(model, base_name, as_lora_only=False):
     """(adapter_config.json's dict, the tensors) for the model's adapter; refuses what PEFT cannot express."""
     config = getattr(model, "adapter_config", None)
-    if config is None or config.method not in ADAPTER_METHODS:
+    if config is None or not issubclass(config.method_class, AdaptedLinear):
         method = config.method if config else "none"
         raise LoraxsError(
             f"a {method!r} model has no adapter to export: full fine-tuning changes every weight, so merge nothing "
             "and write the whole model with save_pretrained(model, folder), which transformers opens as it is"
         )
-    if config.method in ("lora", "loraxs") or as_lora_only:
+    layers = adapted_layers(model)
+    native = None if as_lora_only else config.method_class.peft_format(layers, config)
+    if native is None:  # PEFT has no such method (LoRA-XS), or it is asked for as a LoRA: an exact LoRA
         return lora_export(model, base_name)
     if any(isinstance(module, SplitQKV) for module in model.modules()):
         raise LoraxsError(
             f"PEFT's {config.method} adapts c_attn whole, with one set of trained vectors; this adapter has one each "
             "for q, k and v. Export it as an exact LoRA instead: add --as-lora (export_to_peft(..., as_lora=True))"
         )
-    return vera_export(model, base_name) if config.method == "vera" else tinylora_export(model, base_name)
+    settings, tensors = native
+    return peft_settings(base_name, layers, settings), tensors
 
 
 def export_to_peft(model, folder, base_name, as_lora=False):
@@ -232,7 +189,7 @@ def import_peft_lora(model, folder):
     expected = {f"{PREFIX}{name}.lora_{part}.weight" for name in names for part in "AB"}
     if not names or set(tensors) != expected:
         raise LoraxsError(f"{folder / TENSOR_FILE} does not hold PEFT LoRA tensors (lora_A and lora_B per layer)")
-    config = AdapterConfig("lora", rank, float(alpha), names, float(settings.get("lora_dropout", 0.0)))
+    config = AdapterConfig(LoRALinear.name, rank, float(alpha), names, float(settings.get("lora_dropout", 0.0)))
     layers = check_adapters(model, config)  # every name must be one of our linear layers
     for name, layer in layers.items():
         A, B = tensors[f"{PREFIX}{name}.lora_A.weight"], tensors[f"{PREFIX}{name}.lora_B.weight"]
@@ -284,8 +241,8 @@ def main(argv=None):
     model = load_adapters(load_pretrained(args.base), args.adapter)
     base_name = f"openai-community/{args.base}" if args.base in PRETRAINED else args.base  # the Hub's name for it
     sizes = export_to_peft(model, args.to, base_name, args.as_lora)
-    method = model.adapter_config.method
-    kind = "LoRA" if args.as_lora or method in ("lora", "loraxs") else {"vera": "VeRA", "tinylora": "TinyLoRA"}[method]
+    as_itself = json.loads((args.to / CONFIG_FILE).read_text())["peft_type"] != "LORA"
+    kind = model.adapter_config.method_class.display_name if as_itself else "LoRA"
     print(f"wrote {args.to}: a PEFT {kind} adapter ({sizes[CONFIG_FILE]:,} + {sizes[TENSOR_FILE]:,} bytes)")
     if args.check:
         difference = compare_with_peft(model, args.to, base_name)

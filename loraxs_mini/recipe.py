@@ -5,7 +5,8 @@ The loop itself is written out where you read it, in train.py; this file holds
 the three choices it makes, so that train.py, the lessons and the tests make
 them the same way:
 
-- the learning rate of each method at each rank (chosen on validation data),
+- the learning rate of each method at each rank (chosen on validation data,
+  given by each method's class: its learning_rates),
 - its schedule: a linear warm-up over the first tenth of the steps, then a
   linear decay to zero,
 
@@ -19,28 +20,26 @@ them the same way:
 import math
 import random
 
-from .adapters import DEFAULT_RANK
+from .adapters import METHODS
+from .errors import LoraxsError
 
-# Chosen on the validation splits of both toy tasks, never on test (docs/defaults.md): for each method at each rank
-# of the README's sweep, the best of three or four rates, 2 seeds (3 to 5 at the defaults). Fewer trainable numbers
-# need larger steps, since each number must move further; but neither LoRA's alpha / r nor LoRA-XS's alpha = r
-# keeps the best rate fixed across ranks, so each rank has its own.
-LEARNING_RATES = {
-    "full": {None: 3e-5},
-    "lora": {1: 3e-4, 2: 3e-4, 4: 3e-4, 8: 1e-3, 16: 1e-3},
-    "vera": {64: 1e-2, 256: 3e-2, 1024: 1e-2},
-    "loraxs": {2: 1e-1, 4: 3e-2, 8: 1e-2, 16: 3e-3, 32: 3e-3},
-    "tinylora": {2: 1e-2, 8: 3e-3},  # u = 64; r = 4, halfway in log r, takes r = 2's
-}
 DEFAULT_STEPS = 150
 DEFAULT_BATCH_SIZE = 16  # examples per step, over all processes together
 GRAD_CLIP = 1.0  # the gradient's norm is cut to this before each step: one odd batch cannot throw the model off
 
 
+# Each method's rates were chosen on the validation splits of both toy tasks, never on test (docs/defaults.md): at each
+# rank of the README's sweep, the best of three or four rates, 2 seeds (3 to 5 at the defaults). Fewer trainable
+# numbers need larger steps, since each number must move further; but neither LoRA's alpha / r nor LoRA-XS's
+# alpha = r keeps the best rate fixed across ranks, so each rank has its own.
 def default_learning_rate(method, rank=None):
     """The rate chosen for `method` at `rank` (default: the method's own); between measured ranks, the nearest one's."""
-    rates = LEARNING_RATES.get(method, {None: 0.0})  # "none" trains nothing
-    rank = DEFAULT_RANK.get(method) if rank is None else rank
+    method = METHODS[method]
+    if not method.trains:
+        return 0.0
+    if not method.learning_rates:
+        raise LoraxsError(f"{method.display_name} has no learning rate chosen on validation yet; give one with --lr")
+    rates, rank = method.learning_rates, method.default_rank if rank is None else rank
     nearest = min(rates, key=lambda measured: 0 if measured is None else abs(math.log(measured / rank)))
     return rates[nearest]
 

@@ -11,9 +11,9 @@ import torch
 import train
 from conftest import tiny_gpt
 from loraxs_mini import LoraxsError
-from loraxs_mini.adapters import EVERY_LINEAR_SPLIT_QKV, SVDCache, adapted_layers, add_adapters
+from loraxs_mini.adapters import EVERY_LINEAR_SPLIT_QKV, METHODS, SVDCache, adapted_layers, add_adapters
 from loraxs_mini.compare import aggregate, summary
-from loraxs_mini.recipe import LEARNING_RATES, default_learning_rate
+from loraxs_mini.recipe import default_learning_rate
 
 
 def run_train(*args):
@@ -148,13 +148,14 @@ def test_aggregate_orders_rows_by_method_then_rank():
 
 
 def test_each_rank_gets_the_rate_measured_at_it_or_at_the_nearest_measured_rank():
-    for method, rates in LEARNING_RATES.items():
-        for rank, rate in rates.items():
-            assert default_learning_rate(method, rank) == rate  # a measured rank gets its own rate
-    lora = LEARNING_RATES["lora"]
+    for name, method in METHODS.items():
+        for rank, rate in method.learning_rates.items():
+            assert default_learning_rate(name, rank) == rate  # a measured rank gets its own rate
+    assert default_learning_rate("none") == 0.0  # nothing trains
+    lora = METHODS["lora"].learning_rates
     assert default_learning_rate("lora") == lora[8]  # no rank: the method's default rank
     # Nearest in log r: 11 is nearer 8 than 16 (11/8 < 16/11), 12 nearer 16 (16/12 < 12/8); beyond the ends, the end.
     assert default_learning_rate("lora", 11) == lora[8] and default_learning_rate("lora", 12) == lora[16]
     assert default_learning_rate("lora", 64) == lora[16] and default_learning_rate("lora", 1) == lora[1]
-    assert default_learning_rate("full") == LEARNING_RATES["full"][None]
+    assert default_learning_rate("full") == METHODS["full"].learning_rates[None]
     assert default_learning_rate("none") == 0.0  # nothing trains

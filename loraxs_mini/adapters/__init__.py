@@ -1,28 +1,26 @@
 """
 LoRA, VeRA, LoRA-XS and TinyLoRA, side by side, one file each.
 
-    base.py     what the three share: a frozen nn.Linear + a low-rank update, merge / unmerge
-    lora.py     ΔW = (alpha / r) B A                 A, B trained
-    vera.py     ΔW = diag(b) B diag(d) A              A, B frozen random and shared; d, b trained
-    loraxs.py   ΔW = (alpha / r) B R A                B, A from the SVD of W, frozen; R (r x r) trained
-    tinylora.py ΔW = B (Σ_i v_i P_i) A               LoRA-XS's B, A; P_i frozen random; v (u numbers) trained
-    svd.py      the top-r singular triplets that LoRA-XS starts from, three ways
-    config.py   AdapterConfig: method, rank, alpha, targets, ..., and each method's defaults
-    qkv.py      GPT-2's fused c_attn as three layers q, k, v, for adapters on each
-    inject.py   add_adapters / merge_adapters / remove_adapters / parameter_counts
-    saving.py   save_adapters / load_adapters: the trained tensors, the config, checks
+    lora.py       ΔW = (alpha / r) B A                 A, B trained
+    vera.py       ΔW = diag(b) B diag(d) A              A, B frozen random and shared; d, b trained
+    loraxs.py     ΔW = (alpha / r) B R A                B, A from the SVD of W, frozen; R (r x r) trained
+    tinylora.py   ΔW = B (Σ_i v_i P_i) A               LoRA-XS's B, A; P_i frozen random; v (u numbers) trained
+    baselines.py  none (zero-shot) and full fine-tuning, the two methods that add no adapter
+    registry.py   METHODS: every method by name; register() adds one from outside
+    base.py       what a method says about itself (Method), and what the adapters share: wrap an nn.Linear, merge
+    svd.py        the top-r singular triplets that LoRA-XS starts from, three ways
+    config.py     AdapterConfig: method, rank, alpha, targets, ...: checked once, the method's defaults filled in
+    qkv.py        GPT-2's fused c_attn as three layers q, k, v, for adapters on each
+    inject.py     add_adapters / merge_adapters / remove_adapters / parameter_counts
+    saving.py     save_adapters / load_adapters: the trained tensors, the config, checks
+
+A method is one class: its name, defaults and checks, how it is built and how
+it is written as a LoRA (lora_factors) all live in its file.
 """
 
-from .base import AdaptedLinear
-from .config import (
-    ADAPTER_METHODS,
-    DEFAULT_RANK,
-    DEFAULT_TARGETS,
-    EVERY_LINEAR,
-    EVERY_LINEAR_SPLIT_QKV,
-    METHODS,
-    AdapterConfig,
-)
+from .base import AdaptedLinear, Method
+from .baselines import FullFineTuning, ZeroShot
+from .config import DEFAULT_TARGETS, EVERY_LINEAR, EVERY_LINEAR_SPLIT_QKV, AdapterConfig
 from .inject import (
     adapted_layers,
     add_adapters,
@@ -36,15 +34,16 @@ from .inject import (
 from .lora import LoRALinear
 from .loraxs import LoRAXSLinear, SVDCache
 from .qkv import SplitQKV
+from .registry import METHODS, adapter_methods, register
 from .saving import load_adapters, save_adapters
 from .svd import SVD_METHODS, truncated_svd
 from .tinylora import TinyLoRALinear
 from .vera import VeRALinear, VeRAProjections
 
 __all__ = [
-    "ADAPTER_METHODS", "DEFAULT_RANK", "DEFAULT_TARGETS", "EVERY_LINEAR", "EVERY_LINEAR_SPLIT_QKV", "METHODS",
-    "AdaptedLinear", "AdapterConfig", "LoRALinear", "LoRAXSLinear", "SplitQKV", "SVDCache", "TinyLoRALinear",
-    "VeRALinear", "VeRAProjections", "adapted_layers", "add_adapters", "check_adapters", "describe_parameters",
-    "find_targets", "load_adapters", "merge_adapters", "parameter_counts", "remove_adapters", "save_adapters",
-    "SVD_METHODS", "truncated_svd",
+    "DEFAULT_TARGETS", "EVERY_LINEAR", "EVERY_LINEAR_SPLIT_QKV", "METHODS", "SVD_METHODS", "AdaptedLinear",
+    "AdapterConfig", "FullFineTuning", "LoRALinear", "LoRAXSLinear", "Method", "SplitQKV", "SVDCache",
+    "TinyLoRALinear", "VeRALinear", "VeRAProjections", "ZeroShot", "adapted_layers", "adapter_methods",
+    "add_adapters", "check_adapters", "describe_parameters", "find_targets", "load_adapters", "merge_adapters",
+    "parameter_counts", "register", "remove_adapters", "save_adapters", "truncated_svd",
 ]  # fmt: skip

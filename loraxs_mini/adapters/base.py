@@ -1,6 +1,11 @@
 """
-What LoRA, VeRA, LoRA-XS and TinyLoRA have in common: a frozen linear layer plus a
-trainable low-rank update.
+What every method has in common, and what LoRA, VeRA, LoRA-XS and TinyLoRA
+share: a frozen linear layer plus a trainable low-rank update.
+
+`Method` is what the registry (registry.py) knows of a fine-tuning method:
+its name, its defaults, the checks of its settings, how it is added to a
+model. A method is one class, in one file, that says all of it; nothing
+outside this folder asks for a method by name.
 
 Each adapter wraps an existing `nn.Linear` (weight W, out x in; bias b):
 
@@ -29,9 +34,45 @@ import torch
 import torch.nn as nn
 
 ADAPTER_DTYPE = torch.float32
+PEFT_PREFIX = "base_model.model."  # what PEFT puts in front of a layer's name in its adapter files
 
 
-class AdaptedLinear(nn.Module):
+class Method:
+    """
+    A fine-tuning method, as train.py, the comparison, adapter files and the export know it. Every setting below
+    is a class attribute or class method, so the registry holds classes, not objects.
+    """
+
+    name = ""  # as typed on the command line: train.py --method NAME
+    display_name = ""  # as written in prose and tables
+    default_rank = None  # None: the method has no rank (none, full)
+    has_alpha = False  # is the update scaled by alpha / r?
+    learning_rates = {}  # rank -> the rate chosen on validation (docs/defaults.md); None: the method has no rank
+    settings = {}  # AdapterConfig fields of this method alone, with their defaults (TinyLoRA: u, weight_tying)
+    trains = True  # False: nothing is trained, the base model is scored as it is
+    trains_base = False  # True: the base model's own weights train (full fine-tuning), not added tensors
+    uses_svd = False  # True: built from the SVD of each W (LoRA-XS, TinyLoRA), which train.py computes once
+
+    @classmethod
+    def default_alpha(cls, rank):
+        """alpha when none is given (methods with has_alpha)."""
+        return None
+
+    @classmethod
+    def check_settings(cls, config):
+        """Refuse settings this method cannot take; fill in its own (`settings`). Called by AdapterConfig."""
+
+    @classmethod
+    def check_layers(cls, layers, config):
+        """Refuse target layers (name -> nn.Linear) the method cannot adapt at config's rank. Changes nothing."""
+
+    @classmethod
+    def adapt(cls, layers, config, svd_cache=None):
+        """(name, adapter) for every target layer, in order: what add_adapters puts in their places."""
+        return iter(())
+
+
+class AdaptedLinear(Method, nn.Module):
     def __init__(self, base: nn.Linear, rank: int, dropout: float = 0.0):
         super().__init__()
         self.base = base.requires_grad_(False)  # W and b stay exactly as pretrained
@@ -53,6 +94,21 @@ class AdaptedLinear(nn.Module):
     def delta_weight(self):
         """ΔW, out x in."""
         raise NotImplementedError
+
+    def lora_factors(self):
+        """
+        (A', B'), r x in and out x r, with B' A' = ΔW: every adapter here is a LoRA in disguise, and this is its
+        LoRA form (what export.py hands to PEFT as a plain LoRA with scale 1).
+        """
+        raise NotImplementedError
+
+    @classmethod
+    def peft_format(cls, layers, config):
+        """
+        PEFT's own format for this method, if PEFT has it: (settings for adapter_config.json, tensors by name).
+        None: the method goes out as a plain LoRA (lora_factors).
+        """
+        return None
 
     @torch.no_grad()
     def merge(self):

@@ -2,18 +2,17 @@
 One adapter configuration: what to add, where, and how big.
 
 `AdapterConfig` holds every setting of an adapter (method, rank, alpha,
-targets, dropout, seed, svd). It is checked once, when it is made, and then
-travels whole: `add_adapters` builds from it, the adapter file stores it, and
-`train.py` prints it in its results. Settings left out take the method's own
-defaults:
+targets, dropout, seed, svd, and a method's own: TinyLoRA's u and
+weight_tying). It is the one place settings are checked: once, when it is
+made, the common settings here and each method's own by its class (its
+`check_settings`). Then it travels whole: `add_adapters` builds from it, the
+adapter file stores it, and `train.py` prints it in its results. Settings
+left out take the method's own defaults, which its class gives
+(default_rank, default_alpha, settings, each with its source):
 
-    method   rank   alpha   source
-    lora     8      8       PEFT's LoraConfig (r = 8, lora_alpha = 8)
-    vera     256    -       PEFT's VeraConfig (r = 256)
-    loraxs   8      = r     the LoRA-XS paper's code for its math and commonsense runs (lora_alpha = r)
-    tinylora 2      -       PEFT's TinyLoraConfig (r = 2, u = 64, weight_tying = 0: each layer its own v)
+    LoRA r = 8, alpha = 8; VeRA r = 256; LoRA-XS r = 8, alpha = r; TinyLoRA r = 2, u = 64
 
-and all four adapt every linear layer of every block, c_attn taken whole:
+All of them adapt every linear layer of every block, c_attn taken whole:
 attn.c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj (PEFT's "all-linear"; QLoRA
 found that adapting every layer is what matches full fine-tuning).
 
@@ -22,95 +21,75 @@ and R (EVERY_LINEAR_SPLIT_QKV below, and qkv.py). We measured both on the two
 shipped tasks, 5 seeds each, on the small pretrained model: c_attn whole gave
 the higher validation accuracy (README.md, "How the defaults were chosen"),
 so it is the default; targets=EVERY_LINEAR_SPLIT_QKV gives the paper's layout.
-
-VeRA has no alpha: its trained vectors d and b set the update's scale. Nor
-has TinyLoRA: PEFT adds B R A unscaled, and v sets the size of R.
-
-Why alpha = r for LoRA-XS: it is what the paper's code does, and it keeps
-s = alpha / r at 1, so Adam moves each entry of R by about the learning rate
-per step at every rank. It does not make one learning rate fit every rank:
-R has r² entries, so the step of the whole update grows with r, and on the
-toy tasks the best rate fell from 1e-1 at r = 2 to 3e-3 at r = 16 and 32.
-LoRA's fixed alpha (s = alpha / r shrinks as r grows) does not either:
-there the best rate rose from 3e-4 at r <= 4 to 1e-3 at r >= 8. So train.py takes a rate chosen on validation for each
-rank (recipe.LEARNING_RATES; docs/defaults.md).
 """
 
 import math
 from dataclasses import asdict, dataclass
 
-from ..errors import LoraxsError
+from ..errors import LoraxsError, is_number, is_whole
+from .registry import METHODS
 from .svd import SVD_METHODS
-
-METHODS = ("none", "full", "lora", "vera", "loraxs", "tinylora")  # none: zero-shot; full: every weight trains
-ADAPTER_METHODS = ("lora", "vera", "loraxs", "tinylora")
 
 # Every linear layer of a block. "attn.c_attn" is GPT-2's fused query-key-value layer (3C x C);
 # "attn.c_attn.q", ".k" and ".v" name its three C x C thirds, each adapted on its own (see qkv.py).
 EVERY_LINEAR = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
 EVERY_LINEAR_SPLIT_QKV = ("attn.c_attn.q", "attn.c_attn.k", "attn.c_attn.v", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
-
-DEFAULT_RANK = {"lora": 8, "vera": 256, "loraxs": 8, "tinylora": 2}
-DEFAULT_U = 64  # TinyLoRA's trained numbers per group: PEFT's TinyLoraConfig
 DEFAULT_TARGETS = EVERY_LINEAR
-LORA_ALPHA = 8.0  # PEFT's default lora_alpha; LoRA's authors set alpha to the first r they tried and kept it
-
-
-def default_alpha(method, rank):
-    return {"lora": LORA_ALPHA, "vera": None, "loraxs": float(rank), "tinylora": None}[method]
+MAX_SEED = 2**63 - 1  # torch.manual_seed's limit
 
 
 @dataclass
 class AdapterConfig:
     method: str
-    rank: int | None = None  # None: the method's default (DEFAULT_RANK)
+    rank: int | None = None  # None: the method's default (its class's default_rank)
     alpha: float | None = None  # None: the method's default; the update is scaled by alpha / rank
     targets: tuple[str, ...] | None = None  # layer names or patterns; None: DEFAULT_TARGETS
     dropout: float = 0.0  # on the adapter's input, during training only
     seed: int = 0  # LoRA's A, LoRA-XS's R, VeRA's random pair, TinyLoRA's P (seed + the layer's index)
     svd: str = "gram"  # how LoRA-XS and TinyLoRA compute their SVD (see svd.py)
-    u: int | None = None  # TinyLoRA only: trained numbers per group of layers; None: DEFAULT_U
+    u: int | None = None  # TinyLoRA only: trained numbers per group of layers; None: its default, 64
     weight_tying: float | None = None  # TinyLoRA only: 0 (default) each layer its own v, 1 one v for all
 
     def __post_init__(self):
         """Check every setting and fill in the method's defaults. After this, the config is complete."""
         if self.method not in METHODS:
             raise LoraxsError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
+        method = METHODS[self.method]
         if not is_number(self.dropout) or not 0 <= self.dropout < 1:
             raise LoraxsError(f"dropout must be a number in [0, 1), got {self.dropout!r}")
-        if not is_whole(self.seed):
-            raise LoraxsError(f"seed must be a whole number, got {self.seed!r}")
+        if not is_whole(self.seed) or not 0 <= self.seed <= MAX_SEED:
+            raise LoraxsError(f"seed must be a whole number from 0 to 2**63 - 1, got {self.seed!r}")
         if self.svd not in SVD_METHODS:
             raise LoraxsError(f"unknown SVD method {self.svd!r}; choose one of {', '.join(SVD_METHODS)}")
-        if self.method != "tinylora" and (self.u is not None or self.weight_tying is not None):
-            raise LoraxsError(f"u and weight_tying are TinyLoRA's settings; {self.method} has none, leave them out")
-        if self.method not in ADAPTER_METHODS:  # none and full add nothing: rank, alpha and targets mean nothing
+        for name in method_settings() - method.settings.keys():  # another method's setting, given to this one
+            if getattr(self, name) is not None:
+                owners = ", ".join(m.display_name for m in METHODS.values() if name in m.settings)
+                raise LoraxsError(f"{name} is a setting of {owners}; {method.display_name} has none, leave it out")
+        if method.default_rank is None:  # none and full add nothing: rank, alpha and targets mean nothing
             self.rank = self.alpha = self.targets = None
             return
-        self.rank = DEFAULT_RANK[self.method] if self.rank is None else self.rank
+        self.rank = method.default_rank if self.rank is None else self.rank
         if not is_whole(self.rank) or self.rank < 1:
             raise LoraxsError(f"rank must be a positive whole number, got {self.rank!r}")
-        if self.method == "vera" and self.alpha is not None:
-            raise LoraxsError("VeRA has no alpha: its trained vectors d and b set the scale; leave alpha out")
-        if self.method == "tinylora":
-            if self.alpha is not None:
-                raise LoraxsError("TinyLoRA has no alpha: its update B R A is not scaled; leave alpha out")
-            self.u = DEFAULT_U if self.u is None else self.u
-            if not is_whole(self.u) or self.u < 1:
-                raise LoraxsError(f"u must be a positive whole number, got {self.u!r}")
-            self.weight_tying = 0.0 if self.weight_tying is None else self.weight_tying
-            if not is_number(self.weight_tying) or not 0 <= self.weight_tying <= 1:
-                raise LoraxsError(f"weight_tying must be a number in [0, 1], got {self.weight_tying!r}")
-            self.weight_tying = float(self.weight_tying)
-        self.alpha = default_alpha(self.method, self.rank) if self.alpha is None else self.alpha
+        if not method.has_alpha and self.alpha is not None:
+            raise LoraxsError(
+                f"{method.display_name} has no alpha: its update is not scaled by alpha / r; leave it out"
+            )
+        self.alpha = method.default_alpha(self.rank) if self.alpha is None else self.alpha
         if self.alpha is not None and not (is_number(self.alpha) and math.isfinite(self.alpha) and self.alpha > 0):
             raise LoraxsError(f"alpha must be a positive number, got {self.alpha!r}")
         if self.alpha is not None:
             self.alpha = float(self.alpha)
+        method.check_settings(self)
         targets = DEFAULT_TARGETS if self.targets is None else self.targets
         if isinstance(targets, str) or not targets or not all(isinstance(t, str) and t for t in targets):
             raise LoraxsError(f"targets must be a list of layer names such as {list(EVERY_LINEAR)}, got {targets!r}")
         self.targets = tuple(targets)
+
+    @property
+    def method_class(self):
+        """The method's class in the registry: what it is, how it is built, its defaults."""
+        return METHODS[self.method]
 
     def to_dict(self):
         """Plain JSON-ready values, for adapter files and results."""
@@ -119,9 +98,6 @@ class AdapterConfig:
         return settings
 
 
-def is_whole(value):
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def is_number(value):
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+def method_settings():
+    """Every AdapterConfig field that belongs to one method or another (TinyLoRA's u and weight_tying)."""
+    return {name for method in METHODS.values() for name in method.settings}

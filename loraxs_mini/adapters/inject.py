@@ -4,7 +4,9 @@ Putting adapters into a model, counting what trains, and taking them out again.
 `add_adapters(model, "loraxs", rank=8)` finds the target `nn.Linear` layers
 by name, replaces each with its adapter wrapper (the wrapper holds the
 original layer), and freezes every other parameter. The model's own code is
-never edited: only its modules are swapped.
+never edited: only its modules are swapped. What the wrappers are, and what
+they share, is the method's own business: its class (registry.py) checks the
+layers and builds one wrapper for each.
 
     method   what trains                              per adapted layer (in -> out)
     none     nothing (the pretrained model, zero-shot)
@@ -13,32 +15,17 @@ never edited: only its modules are swapped.
     vera     d (r) and b (out)                        r + out
     loraxs   R (r x r)                                r²
     tinylora v (u), shared by a group of layers          u per group
-
-Each method's default rank, alpha and target layers are in config.py.
 """
 
 import fnmatch
-import warnings
 
-import torch
 import torch.nn as nn
 from tqdm import tqdm
 
 from ..errors import LoraxsError
 from .base import AdaptedLinear
-from .config import ADAPTER_METHODS, EVERY_LINEAR, AdapterConfig
-from .lora import LoRALinear
-from .loraxs import LoRAXSLinear, check_loraxs_rank
+from .config import EVERY_LINEAR, AdapterConfig
 from .qkv import PARTS, SplitQKV
-from .tinylora import TinyLoRALinear, TinyLoRAVector, tinylora_groups
-from .vera import VeRALinear, VeRAProjections
-
-# Below this σ_r / σ_{r+1}, LoRA-XS's top-r subspace hangs on rounding. On the small pretrained model, the Gram
-# route and the full float32 SVD disagreed on U_r by a sine of 1.4e-3 at a gap of 1.0003, by at most 4e-5 at
-# every gap above 1.005: the disagreement grows roughly as 1 / (gap - 1).
-NARROW_GAP = 1.001
-MAX_VERA_PAIR_BYTES = 2**31  # 2 GiB; at rank 256, GPT-2 XL's pair is 256 x (6400 + 6400) x 4 bytes = 12.5 MiB
-MAX_PROJECTION_BYTES = 2**31  # TinyLoRA's P, all layers together: 48 x 64 x 2 x 2 x 4 bytes = 48 KiB for GPT-2
 
 
 def name_matches(name, pattern):
@@ -103,43 +90,17 @@ def add_adapters(model, config, *, progress=False, svd_cache=None, **settings):
         raise LoraxsError("give the settings in the AdapterConfig or as keywords after a method name, not both")
     layers = check_adapters(model, config)  # everything is checked before anything changes
 
-    model.requires_grad_(config.method == "full")  # adapters bring their own trainable tensors; all else is frozen
+    method = config.method_class
+    model.requires_grad_(method.trains_base)  # adapters bring their own trainable tensors; all else is frozen
     model.adapter_config = config
     modules = dict(model.named_modules())
     for fused_name in {name.rpartition(".")[0] for name in layers if name not in modules}:  # c_attn taken by thirds
         replace_module(model, fused_name, SplitQKV(modules[fused_name]))
-    generator = torch.Generator().manual_seed(config.seed)  # initial A (LoRA) and R (LoRA-XS): seeded, like VeRA's
-    if config.method == "vera":  # one random pair, large enough for every layer
-        max_in = max(layer.in_features for layer in layers.values())
-        max_out = max(layer.out_features for layer in layers.values())
-        like = next(iter(layers.values())).weight
-        projections = VeRAProjections(config.rank, max_in, max_out, config.seed, like)
-    if config.method == "tinylora":  # one v per group of consecutive layers
-        groups = tinylora_groups(len(layers), config.weight_tying)
-        like = next(iter(layers.values())).weight
-        vectors = [TinyLoRAVector(config.u, like) for _ in range(max(groups) + 1)]
-    bar = tqdm(layers, desc=f"adding {config.method}", disable=not progress, leave=False, dynamic_ncols=True)
-    for index, name in enumerate(bar):
-        layer = model.get_submodule(name)
-        if config.method == "lora":
-            adapter = LoRALinear(layer, config.rank, config.alpha, config.dropout, generator)
-        elif config.method == "vera":
-            adapter = VeRALinear(layer, projections, config.dropout)
-        else:
-            triplets = svd_cache.get(name, layer.weight, config.svd) if svd_cache is not None else None
-            if config.method == "loraxs":
-                adapter = LoRAXSLinear(
-                    layer, config.rank, config.alpha, config.dropout, generator, config.svd, triplets
-                )
-            else:  # the P of the layer with index t among the targets come from seed + t (PEFT's rule)
-                vector = vectors[groups[index]]
-                adapter = TinyLoRALinear(
-                    layer, config.rank, vector, config.seed + index, config.dropout, config.svd, triplets
-                )
+    layers = {name: model.get_submodule(name) for name in layers}  # q, k, v: now the split layers themselves
+    adapters = method.adapt(layers, config, svd_cache)  # built one by one, as the bar moves
+    bar = tqdm(adapters, f"adding {config.method}", len(layers), disable=not progress, leave=False, dynamic_ncols=True)
+    for name, adapter in bar:
         replace_module(model, name, adapter)
-
-    if config.method in ("loraxs", "tinylora"):  # both freeze the top-r subspace of W
-        warn_about_narrow_gaps({name: model.get_submodule(name) for name in layers})
     return model
 
 
@@ -150,48 +111,11 @@ def check_adapters(model, config):
     """
     if adapted_layers(model) or getattr(model, "adapter_config", None) is not None:
         raise LoraxsError("this model already has adapters; start from a fresh model to add others")
-    layers = find_targets(model, config.targets) if config.method in ADAPTER_METHODS else {}
-    for name, layer in layers.items():
-        if config.method in ("loraxs", "tinylora"):
-            try:
-                check_loraxs_rank(layer, config.rank, {"loraxs": "LoRA-XS", "tinylora": "TinyLoRA"}[config.method])
-            except LoraxsError as error:
-                raise LoraxsError(f"{name}: {error}") from None
-        largest = min(layer.in_features, layer.out_features)
-        if config.method == "lora" and config.rank > largest:  # ΔW = B A has rank <= min(in, out) whatever r is
-            raise LoraxsError(
-                f"{name}: LoRA rank {config.rank} is more than a {layer.out_features} x {layer.in_features} layer "
-                f"can use (B A has rank at most {largest}); choose rank <= {largest}"
-            )
-    if config.method == "tinylora" and 4 * config.u * config.rank**2 * len(layers) > MAX_PROJECTION_BYTES:
-        raise LoraxsError(
-            f"TinyLoRA with u = {config.u:,} at rank {config.rank} needs {len(layers)} x {config.u:,} random "
-            f"{config.rank} x {config.rank} matrices, over 2 GiB; choose a smaller u (u = r² = "
-            f"{config.rank**2} already spans every R)"
-        )
-    if config.method == "vera":  # r may exceed the width (the pair is random), but not the memory
-        widest_in = max(layer.in_features for layer in layers.values())
-        widest_out = max(layer.out_features for layer in layers.values())
-        pair_bytes = 4 * config.rank * (widest_in + widest_out)  # A: r x in, B: out x r, float32
-        if pair_bytes > MAX_VERA_PAIR_BYTES:
-            raise LoraxsError(
-                f"VeRA rank {config.rank:,} needs a shared random pair of {pair_bytes / 2**30:,.1f} GiB on this "
-                f"model; choose a rank up to {MAX_VERA_PAIR_BYTES // (4 * (widest_in + widest_out)):,}"
-            )
+    if not issubclass(config.method_class, AdaptedLinear):  # none and full: nothing to add
+        return {}
+    layers = find_targets(model, config.targets)
+    config.method_class.check_layers(layers, config)
     return layers
-
-
-def warn_about_narrow_gaps(layers):
-    """One warning naming the LoRA-XS layers whose σ_r / σ_{r+1} is so close to 1 that the subspace is ill-defined."""
-    narrow = [name for name, layer in layers.items() if layer.gap < NARROW_GAP]
-    if narrow:
-        warnings.warn(
-            f"in {len(narrow)} of {len(layers)} layers (first: {narrow[0]}) σ_r / σ_(r+1) < {NARROW_GAP}: the "
-            "top-r subspace that LoRA-XS and TinyLoRA freeze is barely defined there, and another machine's SVD "
-            "may find a different one. To load the adapter anywhere, save it with save_adapters(..., frozen=True) "
-            "(train.py --save-frozen).",
-            stacklevel=3,
-        )
 
 
 def replace_module(model, name, module):

@@ -25,10 +25,36 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..errors import LoraxsError
 from .base import AdaptedLinear, new_parameter
 
 
 class LoRALinear(AdaptedLinear):
+    name, display_name = "lora", "LoRA"
+    default_rank = 8  # PEFT's LoraConfig (r = 8)
+    has_alpha = True
+    learning_rates = {1: 3e-4, 2: 3e-4, 4: 3e-4, 8: 1e-3, 16: 1e-3}  # docs/defaults.md
+
+    @classmethod
+    def default_alpha(cls, rank):
+        return 8.0  # PEFT's lora_alpha = 8; LoRA's authors set alpha to the first r they tried and kept it
+
+    @classmethod
+    def check_layers(cls, layers, config):
+        for name, layer in layers.items():
+            largest = min(layer.in_features, layer.out_features)
+            if config.rank > largest:  # ΔW = B A has rank <= min(in, out) whatever r is
+                raise LoraxsError(
+                    f"{name}: LoRA rank {config.rank} is more than a {layer.out_features} x {layer.in_features} "
+                    f"layer can use (B A has rank at most {largest}); choose rank <= {largest}"
+                )
+
+    @classmethod
+    def adapt(cls, layers, config, svd_cache=None):
+        generator = torch.Generator().manual_seed(config.seed)  # every layer's A in turn, from one seeded stream
+        for name, layer in layers.items():
+            yield name, cls(layer, config.rank, config.alpha, config.dropout, generator)
+
     def __init__(self, base, rank, alpha, dropout=0.0, generator=None):
         super().__init__(base, rank, dropout)
         self.scaling = alpha / rank
@@ -43,3 +69,6 @@ class LoRALinear(AdaptedLinear):
 
     def delta_weight(self):
         return self.scaling * self.B @ self.A  # (out x r)(r x in) = out x in
+
+    def lora_factors(self):
+        return self.A.detach(), self.scaling * self.B.detach()  # A' = A, B' = (alpha / r) B

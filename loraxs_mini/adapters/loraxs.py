@@ -27,14 +27,25 @@ every update is confined to the subspace where W itself acts most strongly.
 Unlike LoRA's B = 0, R needs no non-zero partner to learn: its gradient,
 dL/dR = s Bᵀ (dL/dy) (A x)ᵀ, does not involve R itself.
 
+Why alpha = r: it is what the paper's code does, and it keeps
+s = alpha / r at 1, so Adam moves each entry of R by about the learning rate
+per step at every rank. It does not make one learning rate fit every rank:
+R has r² entries, so the step of the whole update grows with r, and on the
+toy tasks the best rate fell from 1e-1 at r = 2 to 3e-3 at r = 16 and 32.
+LoRA's fixed alpha (s = alpha / r shrinks as r grows) does not either:
+there the best rate rose from 3e-4 at r <= 4 to 1e-3 at r >= 8. So each
+rank has its own rate, chosen on validation (learning_rates below;
+docs/defaults.md).
+
 When is that subspace well defined? Only when σ_r > σ_{r+1}. If the two are
 nearly equal, any mix of u_r and u_{r+1} is an equally good r-th direction,
 and rounding decides which one the SVD returns: another machine or library
 version may rebuild a different B from the same W. The layer records
-gap = σ_r / σ_{r+1}, and `add_adapters` warns when it is close to 1.
+gap = σ_r / σ_{r+1}, and adding the adapters warns when it is close to 1.
 """
 
 import math
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -43,14 +54,32 @@ from ..errors import LoraxsError
 from .base import AdaptedLinear, new_parameter
 from .svd import truncated_svd
 
+# Below this σ_r / σ_{r+1}, the top-r subspace hangs on rounding. On the small pretrained model, the Gram route and the
+# full float32 SVD disagreed on U_r by a sine of 1.4e-3 at a gap of 1.0003, by at most 4e-5 at every gap above 1.005:
+# the disagreement grows roughly as 1 / (gap - 1).
+NARROW_GAP = 1.001
 
-def check_loraxs_rank(layer, rank, method="LoRA-XS"):
+
+def check_svd_rank(layer, rank, method, name=None):
     """The SVD of an out x in matrix has min(in, out) singular values: r can be at most that."""
     largest = min(layer.in_features, layer.out_features)
     if rank > largest:
         raise LoraxsError(
-            f"{method} rank {rank} is too large for a {layer.out_features} x {layer.in_features} layer: its "
-            f"SVD has only {largest} singular values; choose rank <= {largest}"
+            (f"{name}: " if name else "") + f"{method} rank {rank} is too large for a {layer.out_features} x "
+            f"{layer.in_features} layer: its SVD has only {largest} singular values; choose rank <= {largest}"
+        )
+
+
+def warn_about_narrow_gaps(adapters):
+    """One warning naming the layers (name -> adapter) whose σ_r / σ_{r+1} is so close to 1 that it is ill-defined."""
+    narrow = [name for name, adapter in adapters.items() if adapter.gap < NARROW_GAP]
+    if narrow:
+        warnings.warn(
+            f"in {len(narrow)} of {len(adapters)} layers (first: {narrow[0]}) σ_r / σ_(r+1) < {NARROW_GAP}: the "
+            "top-r subspace that LoRA-XS and TinyLoRA freeze is barely defined there, and another machine's SVD "
+            "may find a different one. To load the adapter anywhere, save it with save_adapters(..., frozen=True) "
+            "(train.py --save-frozen).",
+            stacklevel=5,  # past this function, adapt(), tqdm and add_adapters: the line that added the adapters
         )
 
 
@@ -94,8 +123,33 @@ def top_triplets(base, rank, svd="gram", triplets=None):
 
 
 class LoRAXSLinear(AdaptedLinear):
+    name, display_name = "loraxs", "LoRA-XS"
+    default_rank = 8
+    has_alpha = True
+    uses_svd = True
+    learning_rates = {2: 1e-1, 4: 3e-2, 8: 1e-2, 16: 3e-3, 32: 3e-3}  # docs/defaults.md
+
+    @classmethod
+    def default_alpha(cls, rank):
+        return float(rank)  # the paper's code for its math and commonsense runs (lora_alpha = r): s = 1 at every r
+
+    @classmethod
+    def check_layers(cls, layers, config):
+        for name, layer in layers.items():
+            check_svd_rank(layer, config.rank, cls.display_name, name)
+
+    @classmethod
+    def adapt(cls, layers, config, svd_cache=None):
+        generator = torch.Generator().manual_seed(config.seed)  # every layer's R in turn, from one seeded stream
+        adapters = {}
+        for name, layer in layers.items():
+            triplets = svd_cache.get(name, layer.weight, config.svd) if svd_cache is not None else None
+            adapters[name] = cls(layer, config.rank, config.alpha, config.dropout, generator, config.svd, triplets)
+            yield name, adapters[name]
+        warn_about_narrow_gaps(adapters)
+
     def __init__(self, base, rank, alpha, dropout=0.0, generator=None, svd="gram", triplets=None):
-        check_loraxs_rank(base, rank)
+        check_svd_rank(base, rank, self.display_name)
         super().__init__(base, rank, dropout)
         self.scaling = alpha / rank
         U_r, S_r, Vh_r, self.gap = top_triplets(base, rank, svd, triplets)
@@ -111,3 +165,7 @@ class LoRAXSLinear(AdaptedLinear):
 
     def delta_weight(self):
         return self.scaling * self.B @ self.R @ self.A  # (out x r)(r x r)(r x in)
+
+    def lora_factors(self):
+        with torch.no_grad():  # PEFT has no LoRA-XS: it runs as a LoRA of rank r
+            return self.A, self.scaling * self.B @ self.R  # A' = A, B' = (alpha / r) B R

@@ -36,12 +36,12 @@ import torch
 
 from ..errors import LoraxsError
 from ..safetensors_file import load_file, parse_json, read_header, save_file
-from .config import AdapterConfig
+from .config import AdapterConfig, method_settings
 from .inject import adapted_layers, adapter_parameters, add_adapters, remove_adapters
+from .registry import METHODS
 
 SHAPE_KEYS = ("vocab_size", "block_size", "n_layer", "n_head", "n_embd")
 METADATA_KEYS = ("adapter_config", "base_model", "base_shape", "base_fingerprint", "frozen_stored")
-TINYLORA_ONLY = ("u", "weight_tying")  # AdapterConfig fields added with TinyLoRA: None for every other method
 
 
 def trained_tensors(model):
@@ -117,7 +117,7 @@ def save_adapters(model, path, frozen=False):
     Returns the file size in bytes.
     """
     config = getattr(model, "adapter_config", None)
-    if config is None or config.method == "none":
+    if config is None or not config.method_class.trains:
         raise LoraxsError("this model has no adapters to save; add them with add_adapters(model, method)")
     tensors = trained_tensors(model)
     metadata = {
@@ -148,8 +148,11 @@ def read_adapter_config(path):
     if not well_formed(saved):
         raise LoraxsError(not_ours)
     recipe, every_field = saved["adapter_config"], {field.name for field in fields(AdapterConfig)}
-    if recipe.get("method") != "tinylora":  # files from before TinyLoRA lack its two settings, which others leave out
-        recipe = {**dict.fromkeys(TINYLORA_ONLY), **recipe}
+    # Files written before a method's own settings existed (TinyLoRA's u and weight_tying) lack them: a method that
+    # does not take a setting leaves it None anyway.
+    method = METHODS.get(recipe["method"]) if isinstance(recipe.get("method"), str) else None
+    others = method_settings() - (method.settings.keys() if method else set())
+    recipe = {**dict.fromkeys(others), **recipe}
     if recipe.keys() != every_field:  # a missing field would silently take today's default, not the trained value
         raise LoraxsError(
             f"{path}: its adapter_config should give {', '.join(sorted(every_field))}; it gives "
@@ -200,7 +203,7 @@ def load_adapters(model, path):
             f"({model.config.name}) has shape {shape}; load it into the model it was trained on"
         )
     # A full fine-tune stores every weight, so any base of the right shape will do; adapters need theirs.
-    if config.method != "full":
+    if not config.method_class.trains_base:
         if not same_fingerprint(base_fingerprint(model), saved["base_fingerprint"]):
             raise LoraxsError(
                 f"{path} was trained on other weights than this model's (base {saved['base_model']!r}, same "

@@ -41,8 +41,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .base import AdaptedLinear, new_parameter
-from .loraxs import check_loraxs_rank, top_triplets
+from ..errors import LoraxsError, is_number, is_whole
+from .base import PEFT_PREFIX, AdaptedLinear, new_parameter
+from .loraxs import check_svd_rank, top_triplets, warn_about_narrow_gaps
+
+MAX_PROJECTION_BYTES = 2**31  # P of all layers together: 48 x 64 x 2 x 2 x 4 bytes = 48 KiB for GPT-2
 
 
 class TinyLoRAVector(nn.Module):
@@ -61,9 +64,49 @@ def tinylora_groups(count, weight_tying):
 
 
 class TinyLoRALinear(AdaptedLinear):
+    name, display_name = "tinylora", "TinyLoRA"
+    default_rank = 2  # PEFT's TinyLoraConfig: r = 2, u = 64, weight_tying = 0 (each layer its own v)
+    settings = {"u": 64, "weight_tying": 0.0}
+    uses_svd = True
+    learning_rates = {2: 1e-2, 8: 3e-3}  # u = 64; r = 4, halfway in log r, takes r = 2's (docs/defaults.md)
+
+    @classmethod
+    def check_settings(cls, config):
+        config.u = cls.settings["u"] if config.u is None else config.u
+        if not is_whole(config.u) or config.u < 1:
+            raise LoraxsError(f"u must be a positive whole number, got {config.u!r}")
+        config.weight_tying = cls.settings["weight_tying"] if config.weight_tying is None else config.weight_tying
+        if not is_number(config.weight_tying) or not 0 <= config.weight_tying <= 1:
+            raise LoraxsError(f"weight_tying must be a number in [0, 1], got {config.weight_tying!r}")
+        config.weight_tying = float(config.weight_tying)
+
+    @classmethod
+    def check_layers(cls, layers, config):
+        for name, layer in layers.items():
+            check_svd_rank(layer, config.rank, cls.display_name, name)
+        if 4 * config.u * config.rank**2 * len(layers) > MAX_PROJECTION_BYTES:
+            raise LoraxsError(
+                f"TinyLoRA with u = {config.u:,} at rank {config.rank} needs {len(layers)} x {config.u:,} random "
+                f"{config.rank} x {config.rank} matrices, over 2 GiB; choose a smaller u (u = r² = "
+                f"{config.rank**2} already spans every R)"
+            )
+
+    @classmethod
+    def adapt(cls, layers, config, svd_cache=None):
+        groups = tinylora_groups(len(layers), config.weight_tying)  # one v per group of consecutive layers
+        like = next(iter(layers.values())).weight
+        vectors = [TinyLoRAVector(config.u, like) for _ in range(max(groups) + 1)]
+        adapters = {}
+        for index, (name, layer) in enumerate(layers.items()):  # layer t's P come from seed + t (PEFT's rule)
+            triplets = svd_cache.get(name, layer.weight, config.svd) if svd_cache is not None else None
+            vector = vectors[groups[index]]
+            adapters[name] = cls(layer, config.rank, vector, config.seed + index, config.dropout, config.svd, triplets)
+            yield name, adapters[name]
+        warn_about_narrow_gaps(adapters)
+
     def __init__(self, base, rank, vector, projection_seed, dropout=0.0, svd="gram", triplets=None):
         """`projection_seed`: the seed of this layer's P, the config's seed plus the layer's index among the targets."""
-        check_loraxs_rank(base, rank, "TinyLoRA")
+        check_svd_rank(base, rank, self.display_name)
         super().__init__(base, rank, dropout)
         U_r, S_r, Vh_r, self.gap = top_triplets(base, rank, svd, triplets)  # the SVD exactly as LoRA-XS takes it
         root = S_r.sqrt()  # √Σ_r, half of the singular values to each side
@@ -84,3 +127,23 @@ class TinyLoRALinear(AdaptedLinear):
 
     def delta_weight(self):
         return self.B @ self.R() @ self.A  # (out x r)(r x r)(r x in)
+
+    def lora_factors(self):
+        with torch.no_grad():
+            return self.A, self.B @ self.R()  # A' = A, B' = B R
+
+    @classmethod
+    def peft_format(cls, layers, config):
+        """PEFT's TinyLoRA, the projections saved: A, B, P per layer; one v per group, numbered in the layers' order."""
+        groups, tensors = {}, {}
+        for name, layer in layers.items():
+            group = groups.setdefault(id(layer.vector), len(groups))  # groups are runs of consecutive layers
+            tensors[f"base_model.tinylora_v.{group}"] = layer.vector.v.detach()
+            for tensor in ("A", "B", "P"):
+                tensors[f"{PEFT_PREFIX}{name}.tinylora_{tensor}"] = getattr(layer, tensor)
+        settings = {
+            "peft_type": "TINYLORA", "r": config.rank, "u": config.u, "weight_tying": config.weight_tying,
+            "projection_seed": config.seed, "save_projection": True, "tinylora_dropout": config.dropout,
+            "init_weights": True, "init_v_bound": 0.02,
+        }  # fmt: skip
+        return settings, tensors

@@ -33,7 +33,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .base import ADAPTER_DTYPE, AdaptedLinear, new_parameter
+from ..errors import LoraxsError
+from .base import ADAPTER_DTYPE, PEFT_PREFIX, AdaptedLinear, new_parameter
+
+MAX_PAIR_BYTES = 2**31  # 2 GiB; at rank 256, GPT-2 XL's pair is 256 x (6400 + 6400) x 4 bytes = 12.5 MiB
 
 
 def kaiming_uniform(shape, generator):
@@ -57,6 +60,31 @@ class VeRAProjections(nn.Module):
 
 
 class VeRALinear(AdaptedLinear):
+    name, display_name = "vera", "VeRA"
+    default_rank = 256  # PEFT's VeraConfig (r = 256)
+    learning_rates = {64: 1e-2, 256: 3e-2, 1024: 1e-2}  # docs/defaults.md
+
+    @classmethod
+    def check_layers(cls, layers, config):
+        """r may exceed the width (the pair is random), but not the memory."""
+        widest_in = max(layer.in_features for layer in layers.values())
+        widest_out = max(layer.out_features for layer in layers.values())
+        pair_bytes = 4 * config.rank * (widest_in + widest_out)  # A: r x in, B: out x r, float32
+        if pair_bytes > MAX_PAIR_BYTES:
+            raise LoraxsError(
+                f"VeRA rank {config.rank:,} needs a shared random pair of {pair_bytes / 2**30:,.1f} GiB on this "
+                f"model; choose a rank up to {MAX_PAIR_BYTES // (4 * (widest_in + widest_out)):,}"
+            )
+
+    @classmethod
+    def adapt(cls, layers, config, svd_cache=None):
+        widest_in = max(layer.in_features for layer in layers.values())
+        widest_out = max(layer.out_features for layer in layers.values())
+        like = next(iter(layers.values())).weight
+        projections = VeRAProjections(config.rank, widest_in, widest_out, config.seed, like)  # one pair for all
+        for name, layer in layers.items():
+            yield name, cls(layer, projections, config.dropout)
+
     def __init__(self, base, projections: VeRAProjections, dropout=0.0, d_initial=0.1):
         super().__init__(base, projections.rank, dropout)
         self.projections = projections  # the same module object in every layer: shared, stored once
@@ -76,3 +104,21 @@ class VeRALinear(AdaptedLinear):
         A, B = self.shared_matrices()
         # diag(b) B diag(d) A: scale B's rows by b and its columns by d, then multiply by A.
         return (self.lambda_b[:, None] * B * self.lambda_d[None, :]) @ A
+
+    def lora_factors(self):
+        A, B = self.shared_matrices()
+        return self.lambda_d.detach()[:, None] * A, self.lambda_b.detach()[:, None] * B  # A' = Λ_d A, B' = Λ_b B
+
+    @classmethod
+    def peft_format(cls, layers, config):
+        """PEFT's VeRA, the shared pair saved (save_projection): d and b per layer."""
+        projections = next(iter(layers.values())).projections
+        tensors = {"base_model.vera_A": projections.A, "base_model.vera_B": projections.B}
+        for name, layer in layers.items():
+            tensors[f"{PEFT_PREFIX}{name}.vera_lambda_d"] = layer.lambda_d.detach()
+            tensors[f"{PEFT_PREFIX}{name}.vera_lambda_b"] = layer.lambda_b.detach()
+        settings = {
+            "peft_type": "VERA", "r": config.rank, "projection_prng_key": config.seed, "save_projection": True,
+            "vera_dropout": config.dropout, "d_initial": 0.1, "init_weights": True,
+        }  # fmt: skip
+        return settings, tensors
