@@ -9,10 +9,12 @@ What this file teaches
   about twice the speed on a GPU, with float32's range for the small updates an optimizer makes. train.py turns
   it on for CUDA only; the benchmark can ask for it anywhere (on a CPU it is slow, but it measures bf16).
 - `world()` answers "which process am I, and how many are we?" under torchrun: (0, 1) when running alone.
-  The first number is the process number, never to be confused with an adapter's rank r.
+  The first number is the process number, never to be confused with an adapter's rank r. `start_processes`
+  joins torchrun's process group.
 """
 
 import contextlib
+import os
 
 import torch
 import torch.distributed as dist
@@ -55,3 +57,22 @@ def world():
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
+
+
+def start_processes(device):
+    """Under torchrun: join the process group (NCCL on CUDA, gloo on CPU) and pick this process's GPU."""
+    if "RANK" not in os.environ:
+        return device
+    cuda = device.startswith("cuda")
+    dist.init_process_group("nccl" if cuda else "gloo")
+    if cuda:
+        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+        return f"cuda:{os.environ['LOCAL_RANK']}"
+    return device
+
+
+def stop_processes():
+    """Every process reaches the end before the group is torn down (gloo can abort otherwise)."""
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()

@@ -103,6 +103,29 @@ def load_pretrained(name_or_path, dropout=0.0, dtype=torch.float32):
     return model
 
 
+def base_model(init_from):
+    """
+    train.py's --init-from: a preset or checkpoint (pretrained weights, load_pretrained), or
+    random:<preset or checkpoint folder>, the same shape with fresh weights drawn from seed 0: the baseline
+    that shows what pretraining brings.
+    """
+    if not init_from.startswith("random:"):
+        return load_pretrained(init_from)
+    source = init_from.removeprefix("random:")
+    if source in PRESETS:
+        config = GPTConfig.from_name(source)
+    elif Path(source, "config.json").is_file():
+        config = config_from_huggingface(read_json(Path(source, "config.json")), Path(source).resolve().name)
+    else:
+        raise LoraxsError(
+            f"--init-from random:{source} needs a preset ({', '.join(PRESETS)}) or a folder with a config.json "
+            "to take the shape from"
+        )
+    config.name = f"random-{config.name}"
+    torch.manual_seed(0)  # every run and seed of the command starts from the same random weights
+    return GPT(config)
+
+
 def state_from_checkpoint(tensors, config, source, dtype):
     expected_shapes = {name: p.shape for name, p in _shape_model(config).named_parameters()}
     state, missing = {}, []

@@ -12,6 +12,7 @@ import train
 from conftest import ROOT, SMALL_PRETRAINED, requires_small_pretrained, tiny_gpt
 from loraxs_mini import LoraxsError
 from loraxs_mini.adapters import EVERY_LINEAR_SPLIT_QKV, parameter_counts, remove_adapters
+from loraxs_mini.cli import parse_args, plan_runs
 from loraxs_mini.pretrained import load_pretrained, save_pretrained
 
 TASK_LINES = [
@@ -108,8 +109,8 @@ def test_loraxs_run_leaves_every_frozen_tensor_bit_for_bit_unchanged(checkpoint,
 
 def test_each_method_runs_at_its_own_default_rank_unless_told(checkpoint, data, tmp_path):
     def configs(*flags):
-        args = train.parse_args(["--method", "all", *flags])
-        return {config.method: (config.rank, config.alpha) for config in train.plan_runs(args)}
+        args = parse_args(["--method", "all", *flags])
+        return {config.method: (config.rank, config.alpha) for config in plan_runs(args)}
 
     assert configs() == {
         "none": (None, None), "full": (None, None), "lora": (8, 8.0), "vera": (256, None), "loraxs": (8, 8.0),
@@ -119,7 +120,7 @@ def test_each_method_runs_at_its_own_default_rank_unless_told(checkpoint, data, 
         "none": (None, None), "full": (None, None), "lora": (4, 16.0), "vera": (64, None), "loraxs": (8, 16.0),
         "tinylora": (2, None),
     }  # fmt: skip
-    tiny = train.plan_runs(train.parse_args(["--method", "tinylora", "--u", "4", "--weight-tying", "1"]))
+    tiny = plan_runs(parse_args(["--method", "tinylora", "--u", "4", "--weight-tying", "1"]))
     assert [(config.rank, config.u, config.weight_tying) for config in tiny] == [(2, 4, 1.0)]
     run_train("--init-from", checkpoint, "--data", data, "--method", "vera,loraxs", "--steps", "2", "--no-save",
               "--out", tmp_path)  # fmt: skip
@@ -217,7 +218,7 @@ def write_jsonl(path, lines):
         ("malformed_line", r"train.jsonl, line 2: not valid JSON"),
         ("too_long", r"train.jsonl, line 2: this example has 302 tokens, more than the model's context of 128"),
         ("nan_loss", "the loss became nan"),
-        ("zero_steps", "--steps must be a positive finite number"),
+        ("zero_steps", "argument --steps: must be a positive finite number"),
     ],
 )
 def test_bad_input_is_refused_clearly_and_writes_nothing(case, message, checkpoint, data, tmp_path, monkeypatch):
@@ -287,15 +288,15 @@ def write_lines(path, text):
         (["--device", "bogus"], "is not a device"),
         (["--device", "meta"], "cannot train there"),
         (["--device", "cuda:7"] if not torch.cuda.is_available() else ["--device", "cuda:999"], "cannot train there"),
-        (["--epochs", "inf"], "--epochs must be a positive finite number"),
+        (["--epochs", "inf"], "argument --epochs: must be a positive finite number"),
         (["--epochs", "1e12"], "more than 10,000,000 steps"),
         (["--steps", str(10**12)], "more than 10,000,000"),
-        (["--seed", str(2**64)], "--seed must be between 0 and 2"),
-        (["--lr", "nan"], "--lr must be a positive finite number"),
-        (["--lr", "1e300"], "--lr 1e+300 is more than 1"),
+        (["--seed", str(2**64)], "seed must be a whole number from 0 to 2**63 - 1"),
+        (["--lr", "nan"], "argument --lr: must be a positive finite number"),
+        (["--lr", "1e300"], "argument --lr: 1e+300 is more than 1"),
         (["--batch-size", "100000"], "--batch-size 100000 is more than the 24 training examples"),
         (["--alpha", "nan"], "alpha must be a positive number"),
-        (["--dropout", "1.5"], "--dropout must be a probability"),
+        (["--dropout", "1.5"], "dropout must be a number in [0, 1)"),
         (["--method", "lora", "--rank", "1000000000"], "LoRA rank 1000000000 is more than"),
         (["--method", "vera", "--rank", "1000000000"], "needs a shared random pair of 953.7 GiB"),
         (["--method", "lora,loraxs", "--rank", "64"], "transformer.h.0.attn.c_attn: LoRA rank 64"),
@@ -303,9 +304,11 @@ def write_lines(path, text):
         (["--method", "tinylora", "--u", "0"], "u must be a positive whole number"),
         (["--method", "tinylora", "--weight-tying", "1.5"], "weight_tying must be a number in [0, 1]"),
         (["--method", "tinylora", "--u", "100000000"], "over 2 GiB; choose a smaller u"),
-        (["--method", "loraxs", "--u", "4"], "--u and --weight-tying are TinyLoRA's settings"),
+        (["--method", "loraxs", "--u", "4"], "--u is a setting of tinylora; add it to --method"),
+        (["--method", "lorax"], "unknown method 'lorax' (did you mean loraxs?)"),
         (["--bogus-flag"], "unrecognized arguments: --bogus-flag"),
         (["--steps", "x"], "invalid int value: 'x'"),
+        (["--rank", "eight"], "--rank eight: give whole numbers"),
     ],
 )
 def test_a_bad_command_line_is_one_error_line_exit_1_and_nothing_written(checkpoint, data, tmp_path, capsys, flags,

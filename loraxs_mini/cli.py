@@ -1,0 +1,238 @@
+"""
+What the command lines share, and the plan of a train.py command.
+
+- `ArgumentParser`: argparse whose usage mistakes are one `error:` line and
+  exit status 1, like every other LoraxsError (argparse alone exits with 2).
+- `parse_args`: train.py's flags, with argparse types that refuse a number
+  that is not positive and finite (`positive`).
+- `plan_runs(args)`: one train.py command is many runs, methods x ranks x
+  seeds. Each becomes an AdapterConfig here, so every setting is checked (by
+  AdapterConfig, the one place adapter settings are checked) before anything
+  loads or trains.
+- `check_outputs(...)`: the results folder can be written, before training.
+
+The grammar of --rank and --alpha:
+
+    8  or  4,8                      the same values for every method
+    lora=8,vera=256                 one list per method named
+    lora=1,4,16 loraxs=2,8,32       the same, as separate words (a sweep)
+"""
+
+import argparse
+import difflib
+import math
+import os
+import warnings
+from pathlib import Path
+
+from .adapters import METHODS, SVD_METHODS, AdapterConfig, LoRAXSLinear, adapter_methods
+from .adapters.config import method_settings
+from .errors import LoraxsError
+from .recipe import DEFAULT_BATCH_SIZE, DEFAULT_STEPS
+
+MAX_STEPS = 10_000_000  # far beyond any class; the data order for every step is drawn up front
+
+MAX_SEEDS = 100  # runs per configuration: a billion seeds would be a billion planned runs
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose usage mistakes are LoraxsErrors like any other: one error: line, exit status 1 (argparse: 2)."""
+
+    def error(self, message):
+        raise LoraxsError(f"{message} (--help lists every flag)")
+
+
+def parse_args(argv=None):
+    """train.py's flags."""
+    parser = ArgumentParser(description="Fine-tune GPT-2 with LoRA, VeRA, LoRA-XS, TinyLoRA or fully; compare them.")
+    add = parser.add_argument
+    add("--method", default=LoRAXSLinear.name, help=f"one of {', '.join(METHODS)}, a comma list, or 'all'")
+    defaults = ", ".join(f"{name} {method.default_rank}" for name, method in METHODS.items() if method.default_rank)
+    add("--rank", nargs="+", help=f"adapter rank(s), for every method (8, or 4,8) or each (lora=8,vera=256, or "
+        f"lora=1,4,16 loraxs=2,8,32 for a sweep); default {defaults}")  # fmt: skip
+    add("--alpha", help="LoRA / LoRA-XS scale, update x alpha/r, for both or each (lora=16); default LoRA 8, LoRA-XS r")
+    add("--targets", help="comma list of layers to adapt (default: all four per block; attn.c_attn.q, .k, .v adapt "
+        "the thirds of the fused c_attn separately)")  # fmt: skip
+    add("--u", type=int, help="TinyLoRA: trained numbers per group (default 64)")
+    add("--weight-tying", type=float, help="TinyLoRA: 0 each layer its own v (default), 1 one v for all")
+    add("--dropout", type=float, default=0.0, help="dropout on the adapter input (default 0)")
+    add("--svd", choices=SVD_METHODS, default="gram", help="how LoRA-XS and TinyLoRA compute the SVD")
+    add("--task", default="sentiment", help="a task in data/ (sentiment, plural)")
+    add("--data", help="your own data: a .jsonl file or a folder of train/test.jsonl")
+    add("--init-from", default="gpt2", help="gpt2 / gpt2-medium / gpt2-large / gpt2-xl, a checkpoint folder or "
+        ".safetensors file, or random:<preset or folder> for random weights of that shape (default gpt2)")  # fmt: skip
+    budget = parser.add_mutually_exclusive_group()
+    budget.add_argument("--steps", type=positive(int, MAX_STEPS, "; a class run needs hundreds"),
+                        help=f"optimizer steps (default {DEFAULT_STEPS})")  # fmt: skip
+    budget.add_argument("--epochs", type=positive(float), help="passes over the training split, instead of steps")
+    add("--lr", type=positive(float, 1, ": Adam would move every weight by about that much per step"),
+        help="learning rate (default: per method and rank, see README)")  # fmt: skip
+    add("--batch-size", type=positive(int), default=DEFAULT_BATCH_SIZE, help="examples per step, all devices")
+    add("--seed", type=int, default=0, help="the seed of the adapters' start and the data order")
+    add("--seeds", help="repeat every run with N seeds (--seed, --seed + 1, ...) or with these (0,3,7)")
+    add("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps")
+    add("--compile", action="store_true", help="torch.compile the model for training")
+    add("--out", default="out", help="results folder (default out/)")
+    add("--no-save", action="store_true", help="do not write adapter files")
+    add("--save-frozen", action="store_true", help="store the frozen tensors in adapter files too (exact anywhere)")
+    return parser.parse_args(argv)
+
+
+def positive(kind, at_most=None, why=""):
+    """An argparse type: a positive, finite `kind` (int or float), at most `at_most`."""
+
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid {kind.__name__} value: {text!r}") from None
+        if not (value > 0 and math.isfinite(value)):
+            raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
+        if at_most is not None and value > at_most:
+            raise argparse.ArgumentTypeError(f"{value:g} is more than {at_most:,}{why}")
+        return value
+
+    return parse
+
+
+def chosen_methods(text):
+    """--method: names from the registry, a comma list of them, or 'all'."""
+    methods = list(METHODS) if text == "all" else [m.strip() for m in text.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        close = difflib.get_close_matches((unknown or [text])[0].lower().replace("-", ""), METHODS, n=1, cutoff=0.8)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise LoraxsError(
+            f"unknown method {', '.join(unknown) or text!r}{hint}; choose from {', '.join(METHODS)} or 'all'"
+        )
+    twice = sorted({m for m in methods if methods.count(m) > 1})
+    if twice:
+        raise LoraxsError(f"--method lists {', '.join(twice)} twice; name each method once")
+    return methods
+
+
+def whole_numbers(items, flag):
+    try:
+        return [int(item) for item in items]
+    except ValueError:
+        raise LoraxsError(f"{flag} {','.join(items)}: give whole numbers, such as {flag} 8 or {flag} 2,4,8") from None
+
+
+def per_method(words, flag, methods):
+    """A flag's values for each method, as lists of strings (the grammar at the top)."""
+    if words is None:
+        return {}
+    text = ",".join(words) if isinstance(words, list) else words
+    items = [item.strip() for item in text.split(",")]
+    if "=" not in text:
+        return dict.fromkeys(methods, items)
+    if "=" not in items[0]:
+        raise LoraxsError(f"{flag} {text}: begin with a method name, as in lora=8")
+    values, method = {}, None
+    for item in items:
+        if "=" in item:
+            method, _, item = (part.strip() for part in item.partition("="))
+            if method not in methods:
+                raise LoraxsError(f"{flag} {text}: {method!r} is not one of {', '.join(methods)}")
+            if method in values:
+                raise LoraxsError(f"{flag} {text}: {method} is listed twice; give all its values at once")
+            values[method] = []
+        values[method].append(item)
+    for method, items in values.items():
+        if "" in items:
+            raise LoraxsError(f"{flag} {text}: an empty value for {method}")
+    return values
+
+
+def chosen_seeds(seeds, seed):
+    """--seeds N: N seeds from --seed on; --seeds 0,3,7: these; neither: --seed alone."""
+    if seeds is None:
+        return [seed]
+    chosen = whole_numbers([item.strip() for item in seeds.split(",")], "--seeds")
+    if len(chosen) == 1:
+        if not 1 <= chosen[0] <= MAX_SEEDS:
+            raise LoraxsError(f"--seeds must be between 1 and {MAX_SEEDS}, got {chosen[0]}; 3 to 5 show the spread")
+        chosen = list(range(seed, seed + chosen[0]))
+    if len(set(chosen)) < len(chosen):
+        raise LoraxsError(f"--seeds {seeds}: give different seeds")
+    return chosen
+
+
+def plan_runs(args):
+    """Every run of the command, one AdapterConfig each, all checked here, before anything loads."""
+    methods = chosen_methods(args.method)
+    ranks = per_method(args.rank, "--rank", adapter_methods())
+    ranks = {method: whole_numbers(items, "--rank") for method, items in ranks.items()}
+    for method, values in ranks.items():
+        if len(set(values)) < len(values):
+            raise LoraxsError(f"--rank: a rank of {method} is listed twice")
+    scaled = [name for name in adapter_methods() if METHODS[name].has_alpha]  # VeRA and TinyLoRA have no alpha
+    alphas = per_method(args.alpha, "--alpha", scaled)
+    if any(len(items) > 1 for items in alphas.values()):
+        raise LoraxsError(f"--alpha {args.alpha}: one alpha per method")
+    try:
+        alphas = {method: float(items[0]) for method, items in alphas.items()}
+    except ValueError:
+        raise LoraxsError(f"--alpha {args.alpha}: give numbers") from None
+    # A method's own settings (TinyLoRA's --u, --weight-tying) go to the methods that have them, and to no other.
+    own = {name: getattr(args, name) for name in method_settings() if getattr(args, name) is not None}
+    for name in own:
+        if not any(name in METHODS[method].settings for method in methods):
+            owners = " or ".join(m.name for m in METHODS.values() if name in m.settings)
+            raise LoraxsError(
+                f"--{name.replace('_', '-')} is a setting of {owners}; add it to --method or leave it out"
+            )
+    targets = args.targets.split(",") if args.targets else None
+    seeds = chosen_seeds(args.seeds, args.seed)
+    runs = []
+    for method in methods:
+        settings = {name: value for name, value in own.items() if name in METHODS[method].settings}
+        for rank in ranks.get(method, [None]):  # none and full: no rank
+            for seed in seeds:
+                runs.append(
+                    AdapterConfig(method, rank, alphas.get(method), targets, args.dropout, seed, args.svd, **settings)
+                )
+    return runs
+
+
+def training_steps(args, examples, processes):
+    """A run's steps: --steps, or --epochs passes over `examples` training examples; the batch size checked too."""
+    if args.batch_size < processes:
+        raise LoraxsError(f"--batch-size {args.batch_size} is smaller than the {processes} processes; raise it")
+    if args.batch_size > examples:
+        raise LoraxsError(
+            f"--batch-size {args.batch_size} is more than the {examples} training examples; choose a smaller one"
+        )
+    steps = math.ceil(args.epochs * examples / args.batch_size) if args.epochs else args.steps or DEFAULT_STEPS
+    if steps > MAX_STEPS:
+        raise LoraxsError(f"--epochs {args.epochs:g} is more than {MAX_STEPS:,} steps; a class run needs hundreds")
+    return steps
+
+
+def run_name(task_name, adapter, seeded):
+    """sentiment-loraxs-r8, sentiment-full, or with --seeds sentiment-loraxs-r8-seed1: what names a run's files."""
+    name = f"{task_name}-{adapter.method}" + (f"-r{adapter.rank}" if adapter.rank else "")
+    return name + (f"-seed{adapter.seed}" if seeded else "")
+
+
+def check_outputs(out, names, task_name, no_save):
+    """
+    Before anything loads or trains: the results folder can be made and written, and no file this command will
+    write is a folder. A run is never lost to a bad --out after it trained.
+    """
+    out = Path(out)
+    existing = next(folder for folder in (out, *out.absolute().parents) if folder.exists())  # made only when written
+    if not existing.is_dir():
+        raise LoraxsError(f"--out {out}: {existing} is a file, not a folder; choose a folder for the results")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise LoraxsError(f"--out {out}: this user cannot write in {existing}; choose another folder")
+    paths = [out / f"{name}.{suffix}" for name in names for suffix in ("json", "safetensors")]
+    paths += [out / f"comparison-{task_name}.{suffix}" for suffix in ("md", "json", "csv", "png")]
+    for path in paths:
+        if path.is_dir():
+            raise LoraxsError(f"{path} is a folder, but this command writes a file there; move it or change --out")
+    if no_save:
+        stale = [name for name in names if (out / f"{name}.safetensors").is_file()]
+        if stale:
+            warnings.warn(f"{out / stale[0]}.safetensors is from an earlier run; with --no-save this run leaves it "
+                          "as it is, and its results say no adapter was saved", stacklevel=2)  # fmt: skip
