@@ -111,7 +111,7 @@ print(f"loss of random weights: {loss.item():.2f}   uniform guessing: {torch.log
 top = F.softmax(logits[0, -1], dim=-1).max().item()
 print(f"the most likely next token gets p = {top:.1e}: random weights know nothing (1/V = {1 / 50257:.1e})")
 
-# %% Exercises (lessons/exercises/ex01_gpt2_model.py, check with: python -m loraxs_mini.check 01)
+# %% Exercises (lessons/exercises/ex01_gpt2_model.py, check with: python lessons/check.py 01)
 #
 # 1. causal_attention(q, k, v): write softmax(Q Kᵀ / sqrt(D) + M) V yourself, with the mask M.
 # 2. gelu_tanh(x): GPT-2's activation, 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x³))).

@@ -81,7 +81,7 @@ print(repr(decode(out[0].tolist())))
 sampled = model.generate(idx, 20, temperature=0.8, top_k=40, generator=torch.Generator().manual_seed(0))
 print(repr(decode(sampled[0].tolist())))
 
-# %% Exercises (lessons/exercises/ex02_tokens_and_pretrained_weights.py; python -m loraxs_mini.check 02)
+# %% Exercises (lessons/exercises/ex02_tokens_and_pretrained_weights.py; python lessons/check.py 02)
 #
 # 1. conv1d_to_linear(weight): turn a Conv1D weight (in x out) into an nn.Linear weight.
 # 2. greedy_decode(model, idx, n): the greedy loop of cell 4, written yourself.

@@ -89,7 +89,7 @@ for _ in range(300 if QUICK else 1000):
 error = (student.delta_weight() - target_delta).norm() / target_delta.norm()
 print(f"after training: loss {loss.item():.2e}, relative error of ΔW {error.item():.2e}")
 
-# %% Exercises (lessons/exercises/ex03_lora.py; check with: python -m loraxs_mini.check 03)
+# %% Exercises (lessons/exercises/ex03_lora.py; check with: python lessons/check.py 03)
 #
 # 1. lora_forward(x, W, b, A, B, alpha): y = W x + b + (alpha / r) B A x, for x of shape (..., in)
 # 2. merged_weight(W, A, B, alpha): the weight that makes a plain nn.Linear compute the same

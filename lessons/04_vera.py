@@ -72,7 +72,7 @@ for rank in (8, 256):
             m = add_adapters(GPT(GPTConfig.from_name("gpt2")), method, rank=rank)
         print(f"r={rank:3d} {method}: {describe_parameters(m)}")
 
-# %% Exercises (lessons/exercises/ex04_vera.py; check with: python -m loraxs_mini.check 04)
+# %% Exercises (lessons/exercises/ex04_vera.py; check with: python lessons/check.py 04)
 #
 # 1. shared_pair(rank, max_in, max_out, seed): draw A and B exactly as VeRA (and PEFT) do
 # 2. vera_delta_weight(A, B, d, b): diag(b) B diag(d) A, without building the diagonal matrices

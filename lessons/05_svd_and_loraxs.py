@@ -146,7 +146,7 @@ print(f"share of the fused U_r in the rows of W_q {mass[0]:.2f}, W_k {mass[1]:.2
 # --quick uses a random stand-in: about a third each. On the small pretrained GPT-2 of the
 # development machines, W_v's rows got 0.005 to 0.09 of it in every block, W_q and W_k the rest.
 
-# %% Exercises (lessons/exercises/ex05_svd_and_loraxs.py; check with: python -m loraxs_mini.check 05)
+# %% Exercises (lessons/exercises/ex05_svd_and_loraxs.py; check with: python lessons/check.py 05)
 #
 # 1. best_rank_r(W, r): the best rank-r approximation of W, from torch.linalg.svd
 # 2. loraxs_init(W, r): the frozen pair (B, A) of LoRA-XS

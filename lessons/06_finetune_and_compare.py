@@ -128,7 +128,7 @@ print(f"loraxs: loss {losses[0]:.4f} -> {losses[-1]:.4f} in {STEPS} steps; "
 # by several points, so do not rank the methods from this table. `python train.py --method all
 # --seeds 3` gives mean ± std.
 rows = []
-for method in METHODS[1:]:  # "none" trains nothing: its accuracy is the zero-shot one above
+for method in [name for name, method in METHODS.items() if method.trains]:  # "none": the zero-shot one above
     torch.manual_seed(0)
     model = add_adapters(load_pretrained(MODEL), method)
     trainable, base = parameter_counts(model)
@@ -139,7 +139,7 @@ print(f"\n{'method':8s} {'trainable':>12s} {'share':>9s} {'test acc.':>9s}")
 for method, trainable, share, test_accuracy in rows:
     print(f"{method:8s} {trainable:>12,} {100 * share:>8.4f}% {test_accuracy:>9.3f}")
 
-# %% Exercises (lessons/exercises/ex06_finetune_and_compare.py; python -m loraxs_mini.check 06)
+# %% Exercises (lessons/exercises/ex06_finetune_and_compare.py; python lessons/check.py 06)
 #
 # 1. completion_targets(prompt_tokens, completion_tokens, end_token): the (inputs, targets) pair of cell 2
 # 2. pick_label(logits, label_tokens): the classification rule of cell 3, for single-token labels

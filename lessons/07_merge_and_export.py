@@ -101,7 +101,7 @@ try:
 except ImportError:
     print("(pip install transformers to open the export with Hugging Face)")
 
-# %% Exercises (lessons/exercises/ex07_merge_and_export.py; check with: python -m loraxs_mini.check 07)
+# %% Exercises (lessons/exercises/ex07_merge_and_export.py; check with: python lessons/check.py 07)
 #
 # 1. merged_linear(adapter): a new nn.Linear that computes what the adapted layer computes
 # 2. Experiment: adapter_file_bytes(method, rank). Save LoRA and LoRA-XS adapters at ranks 4, 8 and 16:

@@ -17,7 +17,7 @@ import torch
 from loraxs_mini import GPT, GPTConfig
 from loraxs_mini.adapters import adapted_layers, add_adapters, parameter_counts
 from loraxs_mini.errors import friendly_errors
-from loraxs_mini.export import export_to_peft, lora_factors
+from loraxs_mini.export import export_to_peft
 from loraxs_mini.pretrained import load_pretrained, save_pretrained
 
 QUICK = "--quick" in sys.argv
@@ -85,7 +85,8 @@ print("the gradient of the first layer's v:", [f"{g:.1e}" for g in layer.vector.
 #
 # Each method writes ΔW as (out x r)(r x in), so it can be handed over as a LoRA pair A', B' with
 # B' A' = ΔW: LoRA-XS as A' = A, B' = (alpha / r) B R; TinyLoRA as A' = A, B' = B R; VeRA as
-# A' = Λ_d A, B' = Λ_b B. Exact, not an approximation:
+# A' = Λ_d A, B' = Λ_b B. Each adapter class says how in its lora_factors(), right under its
+# delta_weight(). Exact, not an approximation:
 with torch.no_grad():
     for method in ("lora", "vera", "loraxs", "tinylora"):
         adapted = add_adapters(copy.deepcopy(base), method, rank=4, targets=["transformer.h.0.mlp.c_fc"])
@@ -93,7 +94,7 @@ with torch.no_grad():
         for parameter in layer.parameters():
             if parameter.requires_grad:
                 parameter.normal_(std=0.1)  # as if trained
-        A, B = lora_factors(layer)
+        A, B = layer.lora_factors()
         gap = (B @ A - layer.delta_weight()).abs().max().item()
         print(f"{method:8s} A' {tuple(A.shape)}, B' {tuple(B.shape)}: |B'A' - ΔW| = {gap:.1e}")
 
@@ -120,7 +121,7 @@ try:
 except ImportError:
     print("(pip install transformers peft to load the export with Hugging Face PEFT)")
 
-# %% Exercises (lessons/exercises/ex08_tinylora_and_export.py; check with: python -m loraxs_mini.check 08)
+# %% Exercises (lessons/exercises/ex08_tinylora_and_export.py; check with: python lessons/check.py 08)
 #
 # 1. tinylora_R(v, P): R = Σ_i v_i P_i, for v (u,) and P (u, r, r)
 # 2. loraxs_as_lora(A, B, R, scaling): the LoRA pair (A', B') of a LoRA-XS layer

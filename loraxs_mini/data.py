@@ -27,7 +27,6 @@ from .errors import LoraxsError
 from .model import IGNORE_INDEX
 from .tokenizer import END_OF_TEXT, encode
 
-DATA_DIR = Path(__file__).resolve().parents[1] / "data"  # the repository's data/: there in a clone, not in a wheel
 SPLITS = ("train", "validation", "test")
 MAX_LABELS = 10  # at most this many distinct completions: a classification task
 
@@ -94,26 +93,42 @@ def read_jsonl(path):
     return examples
 
 
-def task_names():
-    """The tasks shipped in data/: every folder there with a train.jsonl."""
-    if not DATA_DIR.is_dir():
-        raise LoraxsError(
-            f"the toy tasks live in the repository's data/ folder, and there is none at {DATA_DIR}: this copy of "
-            "loraxs_mini was installed without the repository. Clone it and `pip install -e .` there, or give your "
-            "own data with --data FILE.jsonl"
-        )
-    return sorted(folder.name for folder in DATA_DIR.iterdir() if (folder / "train.jsonl").is_file())
-
-
-def load_task(name_or_path):
+def shipped_tasks():
     """
-    A shipped task by name ("sentiment"), a folder with train.jsonl and test.jsonl
-    (validation.jsonl optional: else a tenth of train, set aside), or a single
-    .jsonl file (split 80 / 10 / 10 in a fixed shuffle).
+    Where the toy tasks are when the caller does not say: the data/ folder (one holding a task) of the current folder
+    or the nearest folder above it, so that the repository's data/ is found from its top, from lessons/ or below.
+    """
+    for folder in (Path.cwd(), *Path.cwd().parents):
+        if any((folder / "data").glob("*/train.jsonl")):
+            return folder / "data"
+    raise LoraxsError(
+        f"the toy tasks live in the repository's data/ folder, and none was found in {Path.cwd()} or above it. Run "
+        "from inside a clone of the repository, or give your own data: a .jsonl file or a folder of them"
+    )
+
+
+def task_names(tasks):
+    """The tasks in a folder: every subfolder with a train.jsonl."""
+    return sorted(folder.name for folder in Path(tasks).iterdir() if (folder / "train.jsonl").is_file())
+
+
+def load_task(name_or_path, tasks=None):
+    """
+    A task by name ("sentiment", a folder of `tasks`: by default the shipped ones, shipped_tasks()), a folder with
+    train.jsonl and test.jsonl (validation.jsonl optional: else a tenth of train, set aside), or a single .jsonl
+    file (split 80 / 10 / 10 in a fixed shuffle).
     """
     source = Path(name_or_path)
-    if not source.exists() and (DATA_DIR / str(name_or_path)).is_dir():
-        source = DATA_DIR / str(name_or_path)
+    if not source.exists():
+        tasks = shipped_tasks() if tasks is None else Path(tasks)
+        if not tasks.is_dir():
+            raise LoraxsError(f"no task or data file {str(name_or_path)!r}, and no tasks folder {tasks}")
+        if not (tasks / str(name_or_path)).is_dir():
+            raise LoraxsError(
+                f"no task or data file {str(name_or_path)!r}: use a shipped task ({', '.join(task_names(tasks))}), "
+                "a folder with train.jsonl and test.jsonl, or one .jsonl file"
+            )
+        source = tasks / str(name_or_path)
     if source.is_dir():
         missing = [f"{split}.jsonl" for split in ("train", "test") if not (source / f"{split}.jsonl").is_file()]
         if missing:
@@ -123,15 +138,10 @@ def load_task(name_or_path):
             splits["validation"] = read_jsonl(source / "validation.jsonl")
         else:
             splits["train"], splits["validation"] = set_aside(splits["train"], 0.1)
-    elif source.is_file():
+    else:
         rest, test = set_aside(read_jsonl(source), 0.1)
         train, validation = set_aside(rest, 1 / 9)
         splits = {"train": train, "validation": validation, "test": test}
-    else:
-        raise LoraxsError(  # task_names() says so first if the repository's data/ is missing
-            f"no task or data file {str(name_or_path)!r}: use a shipped task ({', '.join(task_names())}), "
-            "a folder with train.jsonl and test.jsonl, or one .jsonl file"
-        )
     for split in SPLITS:
         if not splits[split]:
             raise LoraxsError(f"{source}: the {split} split is empty; it needs more examples")

@@ -1,6 +1,7 @@
 """Shared fixtures: tiny models, the optional ../shared assets, and a private download cache."""
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from loraxs_mini import GPT, GPTConfig
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 SMALL_PRETRAINED = SHARED / "pretrained-small-gpt2"
+sys.path.insert(0, str(ROOT / "lessons"))  # the exercise checker, lessons/check.py, imports as `check`
 
 if (SHARED / "tiktoken_cache").is_dir():
     os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(SHARED / "tiktoken_cache"))

@@ -5,7 +5,7 @@ import ast
 import pytest
 
 from conftest import ROOT
-from loraxs_mini import LoraxsError, check, data
+from loraxs_mini import LoraxsError, data
 
 PACKAGE = ROOT / "loraxs_mini"
 
@@ -45,13 +45,18 @@ def test_no_import_cycle_in_the_package():
     assert cycles == [], f"modules on an import cycle: {cycles}"
 
 
-def test_a_missing_data_folder_is_one_clear_error(monkeypatch, tmp_path):
-    monkeypatch.setattr(data, "DATA_DIR", tmp_path / "nowhere")
-    with pytest.raises(LoraxsError, match="repository's data/ folder.*--data"):
+def test_the_shipped_tasks_are_found_from_the_repository_and_missed_clearly_elsewhere(monkeypatch, tmp_path):
+    for inside in (ROOT, ROOT / "lessons", ROOT / "lessons" / "exercises"):
+        monkeypatch.chdir(inside)
+        assert data.shipped_tasks() == ROOT / "data"
+    monkeypatch.chdir(tmp_path)  # outside any clone
+    with pytest.raises(LoraxsError, match="repository's data/ folder, and none was found"):
         data.load_task("sentiment")
+    with pytest.raises(LoraxsError, match="no task or data file 'sentiment', and no tasks folder"):
+        data.load_task("sentiment", tmp_path / "nowhere")
+    assert data.load_task("plural", ROOT / "data").name == "plural"  # the caller says where
 
 
-def test_a_missing_lessons_folder_is_one_clear_error(monkeypatch, tmp_path):
-    monkeypatch.setattr(check, "LESSONS", tmp_path / "nowhere")
-    with pytest.raises(LoraxsError, match="repository's lessons/ folder"):
-        check.find_file("03", solutions=False)
+def test_no_module_of_the_package_finds_a_repository_folder_by_its_own_path():
+    for path in PACKAGE.rglob("*.py"):
+        assert "parents[1]" not in path.read_text(), f"{path} reaches outside the package"

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
+import check  # lessons/check.py: conftest puts lessons/ on the path
 from conftest import ROOT
-from loraxs_mini import check
 
 LESSON_FILES = sorted((ROOT / "lessons").glob("[0-9][0-9]_*.py"))
 
@@ -38,12 +38,20 @@ def test_every_lesson_has_its_notebook_made_from_it_and_valid():
         assert [line for line in code.splitlines() if line.strip() and not line.startswith("#")] == lesson_code
 
 
-@pytest.mark.parametrize("lesson", sorted(check.CHECKS))
+def test_the_checker_runs_from_the_command_line_with_one_error_line_for_a_bad_lesson():
+    good = subprocess.run([sys.executable, "lessons/check.py", "03", "--solutions"], cwd=ROOT, capture_output=True,
+                          text=True)  # fmt: skip
+    assert good.returncode == 0 and "3 of 3 passed" in good.stdout
+    bad = subprocess.run([sys.executable, "lessons/check.py", "42"], cwd=ROOT, capture_output=True, text=True)
+    assert bad.returncode == 1 and bad.stderr.startswith("error: no lesson '42'") and "Traceback" not in bad.stderr
+
+
+@pytest.mark.parametrize("lesson", check.lessons_with_exercises())
 def test_reference_solutions_pass_and_untouched_exercises_fail(lesson, capsys):
     solutions = check.find_file(lesson, solutions=True)
     exercises = check.find_file(lesson, solutions=False)
     assert solutions.name == exercises.name
-    total = len(check.CHECKS[lesson])
+    total = len(check.checks(lesson))
     assert check.run(lesson, solutions) == (total, total)
     assert check.run(lesson, exercises) == (0, total)  # every single exercise fails until it is done
 

@@ -3,7 +3,7 @@ Exercises for lesson 01: the GPT-2 model.
 
 Complete each function where it says TODO, then check your work:
 
-    python -m loraxs_mini.check 01
+    python lessons/check.py 01
 """
 
 import math  # noqa: F401 (you will need it)

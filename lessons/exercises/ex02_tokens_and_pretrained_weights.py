@@ -3,7 +3,7 @@ Exercises for lesson 02: tokens and pretrained weights.
 
 Complete each function where it says TODO, then check your work:
 
-    python -m loraxs_mini.check 02
+    python lessons/check.py 02
 """
 
 import json  # noqa: F401 (you will need these)

@@ -3,7 +3,7 @@ Exercises for lesson 03: LoRA.
 
 Complete each function where it says TODO, then check your work:
 
-    python -m loraxs_mini.check 03
+    python lessons/check.py 03
 """
 
 import torch  # noqa: F401 (you will need these)

@@ -3,7 +3,7 @@ Exercises for lesson 04: VeRA.
 
 Complete each function where it says TODO, then check your work:
 
-    python -m loraxs_mini.check 04
+    python lessons/check.py 04
 """
 
 import math  # noqa: F401 (you will need these)

@@ -3,7 +3,7 @@ Exercises for lesson 05: the SVD and LoRA-XS.
 
 Complete each function where it says TODO, then check your work:
 
-    python -m loraxs_mini.check 05
+    python lessons/check.py 05
 """
 
 import torch  # noqa: F401 (you will need it)

@@ -3,7 +3,7 @@ Exercises for lesson 06: fine-tuning.
 
 Complete each function where it says TODO, then check your work:
 
-    python -m loraxs_mini.check 06
+    python lessons/check.py 06
 """
 
 IGNORE_INDEX = -100  # a target the loss skips

@@ -3,7 +3,7 @@ Exercises for lesson 07: merging and exporting.
 
 Complete each function where it says TODO, then check your work:
 
-    python -m loraxs_mini.check 07
+    python lessons/check.py 07
 """
 
 import tempfile  # noqa: F401 (you will need these)

@@ -3,7 +3,7 @@ Exercises for lesson 08: TinyLoRA and the export to PEFT.
 
 Complete each function where it says TODO, then check your work:
 
-    python -m loraxs_mini.check 08
+    python lessons/check.py 08
 """
 
 import torch  # noqa: F401 (you will need it)

@@ -1,0 +1,117 @@
+"""
+The exercise checker: python lessons/check.py 03
+
+Each lesson ends with exercises in lessons/exercises/exNN_*.py: functions to
+complete. Their checks stand next to them, in lessons/exercises/checkNN_*.py:
+one check_<name> per exercise, which runs your function on fresh inputs and
+compares it with an independent answer. The last exercise of each lesson is an
+experiment, checked twice: against the checker's own measurement, and on the
+consequence the lesson predicts. After a wrong attempt the checker prints the
+check's docstring: a hint that points the way without giving the code.
+
+    python lessons/check.py 03               your exercises for lesson 03
+    python lessons/check.py all              every lesson
+    python lessons/check.py 03 --solutions   the reference solutions (lessons/solutions/)
+    python lessons/check.py 03 --file F.py   any file with the same functions
+"""
+
+import importlib.util
+import inspect
+import sys
+from pathlib import Path
+
+import torch
+
+from loraxs_mini import GPT, GPTConfig
+from loraxs_mini.cli import ArgumentParser
+from loraxs_mini.errors import LoraxsError, friendly_errors
+
+LESSONS = Path(__file__).resolve().parent
+EXERCISES = LESSONS / "exercises"
+
+
+def close(actual, expected, what, atol=1e-5):
+    assert isinstance(actual, torch.Tensor), f"{what} should be a tensor, got {type(actual).__name__}"
+    assert actual.shape == expected.shape, f"{what} has shape {tuple(actual.shape)}, expected {tuple(expected.shape)}"
+    error = (actual.float() - expected.float()).abs().max().item() if actual.numel() else 0.0
+    assert error <= atol, f"{what} is off by up to {error:.2e}"
+
+
+def tiny_model():
+    """The tiny preset (2 blocks, width 32), drawn from seed 0: the same model in every check, in seconds."""
+    torch.manual_seed(0)
+    return GPT(GPTConfig.from_name("tiny"))
+
+
+def load_module(path):
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def lessons_with_exercises():
+    return sorted(path.name[5:7] for path in EXERCISES.glob("check[0-9][0-9]_*.py"))
+
+
+def checks(lesson):
+    """[(exercise name, check, hint)] of a lesson, in the order they are written in its check file."""
+    (path,) = EXERCISES.glob(f"check{lesson}_*.py")
+    module = load_module(path)
+    functions = [f for name, f in vars(module).items() if name.startswith("check_") and inspect.isfunction(f)]
+    return [(f.__name__.removeprefix("check_"), f, inspect.getdoc(f)) for f in functions]
+
+
+def find_file(lesson, solutions):
+    folder = LESSONS / ("solutions" if solutions else "exercises")
+    matches = sorted(folder.glob(f"ex{lesson}_*.py"))
+    if not matches:
+        raise LoraxsError(f"no ex{lesson}_*.py in {folder}")
+    return matches[0]
+
+
+def run(lesson, path):
+    """Run every check of a lesson on the file; returns (passed, total)."""
+    print(f"lesson {lesson}: {path}")
+    lesson_checks = checks(lesson)
+    try:
+        module = load_module(path)
+    except Exception as error:  # a syntax error in the student's file, say
+        print(f"  could not import the file: {type(error).__name__}: {error}")
+        return 0, len(lesson_checks)
+    passed = 0
+    for number, (name, check, hint) in enumerate(lesson_checks, start=1):
+        try:
+            if not hasattr(module, name):
+                raise AssertionError(f"the file has no function {name}")
+            check(module)
+        except NotImplementedError:
+            print(f"  [ ] {number}. {name}: not done yet: replace its TODO (the hint comes after a first try)")
+        except Exception as error:
+            print(f"  [x] {number}. {name}: not yet: {type(error).__name__}: {error}\n        hint: {hint}")
+        else:
+            print(f"  [ok] {number}. {name}: passed")
+            passed += 1
+    print(f"  {passed} of {len(lesson_checks)} passed\n")
+    return passed, len(lesson_checks)
+
+
+def main(argv=None):
+    known = lessons_with_exercises()
+    parser = ArgumentParser(description="Check your lesson exercises.")
+    parser.add_argument("lesson", help=f"the lesson number ({', '.join(known)}) or 'all'")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--solutions", action="store_true", help="check the reference solutions instead")
+    group.add_argument("--file", type=Path, help="check this file instead of lessons/exercises/exNN_*.py")
+    args = parser.parse_args(argv)
+    lessons = known if args.lesson == "all" else [args.lesson.zfill(2)]
+    if any(lesson not in known for lesson in lessons):
+        raise LoraxsError(f"no lesson {args.lesson!r}; the lessons with exercises are {', '.join(known)}")
+    totals = [run(lesson, args.file or find_file(lesson, args.solutions)) for lesson in lessons]
+    passed, total = (sum(column) for column in zip(*totals))
+    return 0 if passed == total else 1
+
+
+if __name__ == "__main__":
+    with friendly_errors():
+        sys.exit(main())
