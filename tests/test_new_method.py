@@ -1,0 +1,160 @@
+"""
+A new method is one class and one register() call: LoRA-FA, written here and nowhere in the package, trains
+through train.py, is counted, saved, loaded back with every check, merged, and exported as a LoRA that PEFT loads.
+And the refactor that made this possible left fixed-seed runs exactly as they were.
+"""
+
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import train
+from loraxs_mini import LoraxsError
+from loraxs_mini.adapters import (
+    METHODS,
+    AdaptedLinear,
+    AdapterConfig,
+    adapted_layers,
+    add_adapters,
+    load_adapters,
+    merge_adapters,
+    register,
+)
+from loraxs_mini.adapters.base import new_parameter
+from loraxs_mini.export import export_to_peft
+from loraxs_mini.pretrained import load_pretrained
+
+
+class LoRAFALinear(AdaptedLinear):
+    """
+    LoRA-FA (Zhang et al., 2023): LoRA with A frozen at its random start; only B trains.
+
+        y = W x + (alpha / r) B A x       A: r x in, frozen, N(0, 1/in) from the seed;  B: out x r, zero at the start
+    """
+
+    name, display_name = "lorafa", "LoRA-FA"
+    default_rank = 4
+    has_alpha = True
+    learning_rates = {4: 1e-2}
+
+    @classmethod
+    def default_alpha(cls, rank):
+        return float(rank)
+
+    @classmethod
+    def adapt(cls, layers, config, svd_cache=None):
+        generator = torch.Generator().manual_seed(config.seed)
+        for name, layer in layers.items():
+            yield name, cls(layer, config.rank, config.alpha, config.dropout, generator)
+
+    def __init__(self, base, rank, alpha, dropout, generator):
+        super().__init__(base, rank, dropout)
+        self.scaling = alpha / rank
+        A = torch.randn(rank, self.in_features, generator=generator) / math.sqrt(self.in_features)
+        self.register_buffer("A", A.to(base.weight.device), persistent=False)  # r x in, frozen
+        self.B = new_parameter(torch.zeros(self.out_features, rank), like=base.weight)  # out x r, the only trained
+
+    def update(self, x):
+        return F.linear(F.linear(x, self.A) * self.scaling, self.B)
+
+    def delta_weight(self):
+        return self.scaling * self.B @ self.A
+
+    def lora_factors(self):
+        return self.A, self.scaling * self.B.detach()
+
+
+@pytest.fixture
+def lorafa():
+    register(LoRAFALinear)
+    yield LoRAFALinear
+    del METHODS[LoRAFALinear.name]  # the registry as it was, for every other test
+
+
+def test_a_method_registered_from_outside_trains_saves_loads_merges_and_exports(lorafa, hf_tiny, tmp_path):
+    _, checkpoint = hf_tiny
+    task = tmp_path / "task.jsonl"
+    lines = [{"prompt": f"The {w} is", "completion": f" {w}s"} for w in ("cat", "dog", "car", "cup", "pen") * 8]
+    task.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    out = tmp_path / "out"
+    train.main(["--init-from", str(checkpoint), "--data", str(task), "--method", "lorafa", "--steps", "25",
+                "--out", str(out)])  # fmt: skip
+
+    result = json.loads((out / "task-lorafa-r4.json").read_text())
+    layers = adapted_layers(add_adapters(load_pretrained(checkpoint), "lorafa"))
+    assert result["trainable_parameters"] == sum(4 * layer.out_features for layer in layers.values())  # B: out x r
+    assert result["learning_rate"] == 1e-2  # its own rate, from its class
+    assert result["final_loss"] < result["first_loss"] - 1.0  # it learned: 10.9 -> 8.2 nats here
+
+    # Loaded back with every check: the frozen A rebuilt from the seed and checked, the trained B copied.
+    path = out / "task-lorafa-r4.safetensors"
+    model = load_adapters(load_pretrained(checkpoint), path).eval()
+    assert model.adapter_config == AdapterConfig("lorafa", rank=4)
+    assert all(layer.B.abs().max() > 0 for layer in adapted_layers(model).values())
+    other = load_pretrained(checkpoint)
+    with torch.no_grad():
+        other.transformer.wte.weight.mul_(1.01)
+    with pytest.raises(LoraxsError, match="trained on other weights"):
+        load_adapters(other, path)
+
+    # Merged: the same function, now in W.
+    idx = torch.randint(0, 50257, (2, 10), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        adapted = model(idx)[0]
+        merged = merge_adapters(load_adapters(load_pretrained(checkpoint), path)).eval()(idx)[0]
+    assert torch.allclose(adapted, merged, atol=1e-5)
+
+    # Exported as an exact LoRA that transformers + PEFT load: the same logits.
+    peft = pytest.importorskip("peft")
+    transformers = pytest.importorskip("transformers")
+    export_to_peft(model, tmp_path / "peft", str(checkpoint))
+    assert json.loads((tmp_path / "peft" / "adapter_config.json").read_text())["peft_type"] == "LORA"
+    theirs = peft.PeftModel.from_pretrained(transformers.GPT2LMHeadModel.from_pretrained(checkpoint), tmp_path / "peft")
+    with torch.no_grad():
+        assert torch.allclose(theirs.eval()(idx).logits, adapted, atol=1e-4)
+
+
+def test_a_registered_method_without_a_learning_rate_is_asked_for_one(lorafa, monkeypatch, tmp_path):
+    monkeypatch.setattr(LoRAFALinear, "learning_rates", {})
+    with pytest.raises(LoraxsError, match="LoRA-FA has no learning rate chosen .* give one with --lr"):
+        train.main(["--init-from", "random:tiny", "--task", "plural", "--method", "lorafa", "--out", str(tmp_path)])
+    assert not (tmp_path / "plural-lorafa-r4.json").exists()
+
+
+def test_no_module_outside_the_adapters_spells_a_method_name(tmp_path):
+    from conftest import ROOT
+
+    sources = [
+        ROOT / "train.py",
+        *(path for path in (ROOT / "loraxs_mini").rglob("*.py") if "adapters" not in path.parts),
+    ]
+    for path in sources:
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            code = line.split("#")[0]
+            if code.strip().startswith(('"', 'f"')):
+                continue  # prose: docstrings and messages
+            for name in ("lora", "vera", "loraxs", "tinylora"):
+                assert f'"{name}"' not in code, f"{path.name}:{number} chooses by the name {name!r}: {line.strip()}"
+
+
+# Fixed-seed losses of three methods (random:tiny, plural, 6 steps at lr 0.05), as train.py computed them before
+# the methods moved into their classes: a change that moves a single one of them changed behaviour.
+PINNED_LOSSES = {
+    "lora-r8": [10.83548355102539, 10.61270809173584, 10.548906326293945, 10.540584564208984, 10.541738510131836,
+                10.53485107421875],
+    "loraxs-r8": [10.83548355102539, 10.847567558288574, 10.805137634277344, 10.804530143737793, 10.757492065429688,
+                  10.768930435180664],
+    "tinylora-r2": [10.83548355102539, 10.845377922058105, 10.796116828918457, 10.786507606506348,
+                    10.729957580566406, 10.710978507995605],
+}  # fmt: skip
+
+
+def test_fixed_seed_runs_give_the_losses_they_gave_before_the_refactor(tmp_path):
+    train.main(["--init-from", "random:tiny", "--task", "plural", "--method", "lora,loraxs,tinylora", "--steps", "6",
+                "--lr", "0.05", "--no-save", "--out", str(tmp_path)])  # fmt: skip
+    for run, losses in PINNED_LOSSES.items():
+        measured = json.loads((tmp_path / f"plural-{run}.json").read_text())["losses"]
+        assert measured == pytest.approx(losses, rel=1e-6, abs=0), run
