@@ -130,6 +130,9 @@ def main(argv=None):
     out = Path(args.out)
     if process == 0:
         check_outputs(out, names, task.name, args.no_save)
+    if any(adapter.method_class.trains_base for adapter in runs) and not args.no_save:  # said before it happens
+        size = human_bytes(4 * parameter_counts(base)[1])
+        say(f"note: full fine-tuning saves every weight, {size} for each of its runs (--no-save saves no file)")
     svd_ranks = [adapter.rank for adapter in runs if adapter.method_class.uses_svd]
     svd_cache = SVDCache(max(svd_ranks)) if svd_ranks else None  # each matrix's SVD once, at the largest rank
     zero_shot = {split: accuracy(base, task, split, device, progress=True) for split in ("validation", "test")}
@@ -186,7 +189,8 @@ def main(argv=None):
         summary = f"{adapter.method}{f' r={adapter.rank}' if adapter.rank else ''} on {task.name}: test accuracy "
         summary += f"{before['test']:.3f} -> {final['test']:.3f} with {trainable:,} trainable parameters "
         summary += f"({100 * trainable / base_count:.4g}%) in {human_seconds(seconds)}"
-        say(summary + (f"; adapter {human_bytes(adapter_bytes)} in {result['adapter_file']}" if saved else ""))
+        summary += f"; adapter {human_bytes(adapter_bytes)} in {result['adapter_file']}" if saved else ""
+        say(f"{summary}; results in {out / name}.json (docs/results.md explains each field)")
 
     # The comparison, when there is more than one run: mean ± std over seeds, the summary, the table and the plot.
     if len(results) > 1 and process == 0:

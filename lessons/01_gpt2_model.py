@@ -6,6 +6,11 @@
 # Read it top to bottom, or run it cell by cell (# %% marks a cell in VS Code, PyCharm, Jupyter).
 # The model itself is in loraxs_mini/model.py: keep it open beside this file.
 
+# %% Settings
+#
+# In a notebook, set it here. Run as a script, the flag --quick sets it.
+QUICK = False  # True: a tiny model instead of GPT-2's shape, in seconds (what CI runs)
+
 # %% Setup
 import sys
 from collections import Counter
@@ -15,7 +20,7 @@ import torch.nn.functional as F
 
 from loraxs_mini import GPT, GPTConfig
 
-QUICK = "--quick" in sys.argv
+QUICK = QUICK or ("ipykernel" not in sys.modules and "--quick" in sys.argv)  # as a script, the flag decides
 torch.manual_seed(0)
 
 # %% 1. One forward pass, shape by shape

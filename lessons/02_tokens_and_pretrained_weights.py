@@ -6,6 +6,13 @@
 #
 # Code: loraxs_mini/tokenizer.py, loraxs_mini/safetensors_file.py, loraxs_mini/pretrained.py.
 
+# %% Settings
+#
+# In a notebook, set them here (offline: MODEL = a GPT-2 checkpoint folder, or QUICK = True). Run as
+# a script, its flags set them: --quick, --model PATH.
+MODEL = "gpt2"  # a preset (downloaded once) or a GPT-2 checkpoint folder
+QUICK = False  # True: a tiny random model instead of MODEL, in seconds (what CI runs)
+
 # %% Setup
 import json
 import struct
@@ -21,8 +28,9 @@ from loraxs_mini.pretrained import CONV1D_WEIGHTS, load_pretrained, save_pretrai
 from loraxs_mini.safetensors_file import load_file
 from loraxs_mini.tokenizer import decode, encode
 
-QUICK = "--quick" in sys.argv
-MODEL = sys.argv[sys.argv.index("--model") + 1] if "--model" in sys.argv else "gpt2"
+if "ipykernel" not in sys.modules:  # run as a script: the flags override the settings above
+    QUICK = QUICK or "--quick" in sys.argv
+    MODEL = sys.argv[sys.argv.index("--model") + 1] if "--model" in sys.argv else MODEL
 
 # %% 1. Text becomes tokens
 #
@@ -84,6 +92,6 @@ print(repr(decode(sampled[0].tolist())))
 # %% Exercises (lessons/exercises/ex02_tokens_and_pretrained_weights.py; python lessons/check.py 02)
 #
 # 1. conv1d_to_linear(weight): turn a Conv1D weight (in x out) into an nn.Linear weight.
-# 2. greedy_decode(model, idx, n): the greedy loop of cell 4, written yourself.
+# 2. greedy_decode(model, idx, n): the greedy loop of section 4, written yourself.
 # 3. Experiment: next_token_entropy(logits, temperature). Measure how unsure sampling is at
 #    τ = 0.5, 1 and 2 on the model's logits for a prompt. Where does it go as τ -> 0, and as τ grows?

@@ -1,9 +1,14 @@
 # Lesson 04: VeRA, one frozen random pair for the whole model, and two trained vectors per layer.
 #
-#     python lessons/04_vera.py            about 6 seconds on a 2-core CPU
+#     python lessons/04_vera.py            about 4 seconds on a 2-core CPU
 #     python lessons/04_vera.py --quick    for CI
 #
 # Code: loraxs_mini/adapters/vera.py.
+
+# %% Settings
+#
+# In a notebook, set it here. Run as a script, the flag --quick sets it.
+QUICK = False  # True: a tiny model instead of GPT-2's shape, in seconds (what CI runs)
 
 # %% Setup
 import sys
@@ -13,7 +18,7 @@ import torch
 from loraxs_mini import GPT, GPTConfig
 from loraxs_mini.adapters import adapted_layers, add_adapters, describe_parameters
 
-QUICK = "--quick" in sys.argv
+QUICK = QUICK or ("ipykernel" not in sys.modules and "--quick" in sys.argv)  # as a script, the flag decides
 
 # %% 1. The idea
 #
@@ -26,7 +31,7 @@ QUICK = "--quick" in sys.argv
 # of each of the r directions to use, b rescales each output.
 with torch.device("meta"):
     gpt2 = GPT(GPTConfig.from_name("gpt2"))
-add_adapters(gpt2, "vera")  # VeRA's default rank, 256 (PEFT's default): see cell 5 for why r can be large
+add_adapters(gpt2, "vera")  # VeRA's default rank, 256 (PEFT's default): see section 5 for why r can be large
 print("GPT-2 with VeRA r=256:", describe_parameters(gpt2))
 
 # %% 2. One pair, sliced for every shape

@@ -7,6 +7,13 @@
 # Code: loraxs_mini/data.py (batches), loraxs_mini/evaluate.py (scoring), loraxs_mini/recipe.py (the learning
 # rates, their schedule, the order of the examples). train.py runs the same loop from the command line.
 
+# %% Settings
+#
+# In a notebook, set them here (offline: MODEL = a GPT-2 checkpoint folder, or QUICK = True). Run as
+# a script, its flags set them: --quick, --model PATH.
+MODEL = "gpt2"  # a preset (downloaded once) or a GPT-2 checkpoint folder
+QUICK = False  # True: a tiny random model instead of MODEL, in seconds (what CI runs)
+
 # %% Setup
 import sys
 import tempfile
@@ -31,8 +38,9 @@ from loraxs_mini.recipe import (
 )
 from loraxs_mini.tokenizer import decode
 
-QUICK = "--quick" in sys.argv
-MODEL = sys.argv[sys.argv.index("--model") + 1] if "--model" in sys.argv else "gpt2"
+if "ipykernel" not in sys.modules:  # run as a script: the flags override the settings above
+    QUICK = QUICK or "--quick" in sys.argv
+    MODEL = sys.argv[sys.argv.index("--model") + 1] if "--model" in sys.argv else MODEL
 STEPS = 10 if QUICK else DEFAULT_STEPS
 if QUICK:  # a tiny random GPT-2 (train.py's random:tiny: drawn from seed 0), saved once, plays the pretrained model
     torch.manual_seed(0)
@@ -71,8 +79,9 @@ print(f"zero-shot test accuracy: {accuracy(model, task, 'test'):.3f}")
 # %% 4. One training step, by hand
 #
 # LoRA-XS at rank 8 in every linear layer: everything else is frozen, so the optimizer is given
-# only the R matrices. AdamW's own default decays every weight by 1% of the rate at each step;
-# none of the papers does, so weight_decay=0.
+# only the R matrices. AdamW's own default, weight_decay=0.01, pulls every trained weight toward
+# zero at each step; LoRA's own GPT-2 E2E recipe keeps that 0.01 (microsoft/LoRA, examples/NLG),
+# the LoRA-XS paper's scripts use 0. We use 0: R starts at ~1e-5 and decay would only pull it back.
 torch.manual_seed(0)
 model = add_adapters(load_pretrained(MODEL), "loraxs")
 trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
@@ -141,7 +150,7 @@ for method, trainable, share, test_accuracy in rows:
 
 # %% Exercises (lessons/exercises/ex06_finetune_and_compare.py; python lessons/check.py 06)
 #
-# 1. completion_targets(prompt_tokens, completion_tokens, end_token): the (inputs, targets) pair of cell 2
-# 2. pick_label(logits, label_tokens): the classification rule of cell 3, for single-token labels
+# 1. completion_targets(prompt_tokens, completion_tokens, end_token): the (inputs, targets) pair of section 2
+# 2. pick_label(logits, label_tokens): the classification rule of section 3, for single-token labels
 # 3. Experiment: numbers_with_gradient(model, inputs, targets). One backward pass: how many numbers get a
 #    gradient with LoRA-XS, and with full fine-tuning? Compare with parameter_counts.

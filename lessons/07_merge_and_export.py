@@ -1,10 +1,17 @@
 # Lesson 07: saving only the adapter, loading it back, merging it into the weights, exporting.
 #
-#     python lessons/07_merge_and_export.py                 gpt2 (downloads once); about 35 seconds on a 2-core CPU
+#     python lessons/07_merge_and_export.py                 gpt2 (downloads once); about 33 seconds on a 2-core CPU
 #     python lessons/07_merge_and_export.py --model PATH    any GPT-2 checkpoint folder
 #     python lessons/07_merge_and_export.py --quick         a tiny random model, for CI
 #
 # Code: loraxs_mini/adapters/saving.py, merge_adapters in loraxs_mini/adapters/inject.py.
+
+# %% Settings
+#
+# In a notebook, set them here (offline: MODEL = a GPT-2 checkpoint folder, or QUICK = True). Run as
+# a script, its flags set them: --quick, --model PATH.
+MODEL = "gpt2"  # a preset (downloaded once) or a GPT-2 checkpoint folder
+QUICK = False  # True: a tiny random model instead of MODEL, in seconds (what CI runs)
 
 # %% Setup
 import sys
@@ -20,8 +27,9 @@ from loraxs_mini.errors import friendly_errors
 from loraxs_mini.pretrained import load_pretrained, save_pretrained
 from loraxs_mini.safetensors_file import load_file
 
-QUICK = "--quick" in sys.argv
-MODEL = sys.argv[sys.argv.index("--model") + 1] if "--model" in sys.argv else "gpt2"
+if "ipykernel" not in sys.modules:  # run as a script: the flags override the settings above
+    QUICK = QUICK or "--quick" in sys.argv
+    MODEL = sys.argv[sys.argv.index("--model") + 1] if "--model" in sys.argv else MODEL
 folder = Path(tempfile.mkdtemp())
 if QUICK:  # a tiny random GPT-2, saved once, plays the pretrained base model
     save_pretrained(GPT(GPTConfig.from_name("tiny")), folder / "tiny")

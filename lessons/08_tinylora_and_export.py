@@ -1,10 +1,17 @@
 # Lesson 08: from LoRA-XS to TinyLoRA, and from our adapter to a file any LoRA server reads.
 #
-#     python lessons/08_tinylora_and_export.py                 gpt2 (downloads once); about 30 seconds on a 2-core CPU
+#     python lessons/08_tinylora_and_export.py                 gpt2 (downloads once); about 27 seconds on a 2-core CPU
 #     python lessons/08_tinylora_and_export.py --model PATH    any GPT-2 checkpoint folder
 #     python lessons/08_tinylora_and_export.py --quick         a tiny random model, for CI
 #
 # Code: loraxs_mini/adapters/tinylora.py (short: read it first), loraxs_mini/export.py.
+
+# %% Settings
+#
+# In a notebook, set them here (offline: MODEL = a GPT-2 checkpoint folder, or QUICK = True). Run as
+# a script, its flags set them: --quick, --model PATH.
+MODEL = "gpt2"  # a preset (downloaded once) or a GPT-2 checkpoint folder
+QUICK = False  # True: a tiny random model instead of MODEL, in seconds (what CI runs)
 
 # %% Setup
 import copy
@@ -20,8 +27,9 @@ from loraxs_mini.errors import friendly_errors
 from loraxs_mini.export import export_to_peft
 from loraxs_mini.pretrained import load_pretrained, save_pretrained
 
-QUICK = "--quick" in sys.argv
-MODEL = sys.argv[sys.argv.index("--model") + 1] if "--model" in sys.argv else "gpt2"
+if "ipykernel" not in sys.modules:  # run as a script: the flags override the settings above
+    QUICK = QUICK or "--quick" in sys.argv
+    MODEL = sys.argv[sys.argv.index("--model") + 1] if "--model" in sys.argv else MODEL
 folder = Path(tempfile.mkdtemp())
 if QUICK:  # a tiny random GPT-2, saved once, plays the pretrained base model
     torch.manual_seed(0)
@@ -31,9 +39,13 @@ torch.manual_seed(0)
 
 # %% 1. R, written as a mix of fixed random matrices
 #
-# LoRA-XS trains the r x r matrix R between its frozen B and A: r² numbers per layer. TinyLoRA
-# keeps B and A (from the same SVD) and writes R = Σ_i v_i P_i, with u fixed random matrices P_i
-# drawn from a seed. Only v trains: u numbers per layer, and u no longer depends on r.
+# LoRA-XS trains the r x r matrix R between its frozen B = U_r and A = Σ_r V_rᵀ: r² numbers per
+# layer. TinyLoRA takes the same truncated SVD but, as PEFT does, splits Σ_r evenly between the two:
+# B = U_r Σ_r^½ and A = Σ_r^½ V_rᵀ. With R = I both give U_r Σ_r V_rᵀ, and every R of one is an R
+# of the other, so they reach the same updates; what changes is the step: entry R_ij moves ΔW by
+# √(σ_i σ_j) u_i v_jᵀ in TinyLoRA and by σ_j u_i v_jᵀ in LoRA-XS. Then it writes R = Σ_i v_i P_i,
+# with u fixed random matrices P_i drawn from a seed. Only v trains: u numbers per layer, and u no
+# longer depends on r.
 r, u = 2, 3
 P = torch.normal(0.0, 1.0 / r**0.5, size=(u, r, r))  # (u, r, r): frozen, rebuilt from the seed
 v = torch.tensor([0.5, -1.0, 2.0])  # (u,): the trained numbers
@@ -62,7 +74,7 @@ settings = [
     ("loraxs", dict(rank=2)),
     ("tinylora", dict(rank=2, u=4)),  # u = r²: the same updates as LoRA-XS, the same count
     ("tinylora", dict(rank=2, u=4, weight_tying=1.0)),  # one v for every layer
-    ("tinylora", dict(rank=2, u=64)),  # PEFT's default
+    ("tinylora", dict(rank=2, u=64)),  # PEFT's default r and u
 ]
 for method, options in settings:
     model = add_adapters(copy.deepcopy(base), method, **options)
@@ -113,8 +125,8 @@ try:
     import peft
     import transformers
 
-    hf = transformers.GPT2LMHeadModel.from_pretrained(MODEL)
-    theirs = peft.PeftModel.from_pretrained(hf, folder / "peft-loraxs").eval()
+    hf = transformers.GPT2LMHeadModel.from_pretrained(MODEL).float()  # float32 like ours (the Hub's files are fp16)
+    theirs = peft.PeftModel.from_pretrained(hf, folder / "peft-loraxs").float().eval()
     with torch.no_grad():
         difference = (theirs(idx).logits - adapted.eval()(idx)[0]).abs().max().item()
     print(f"PEFT runs it as {theirs.peft_config['default'].peft_type.value}; logits differ by {difference:.1e}")

@@ -4,7 +4,8 @@ The exercise checker: python lessons/check.py 03
 Each lesson ends with exercises in lessons/exercises/exNN_*.py: functions to
 complete. Their checks stand next to them, in lessons/exercises/checkNN_*.py:
 one check_<name> per exercise, which runs your function on fresh inputs and
-compares it with an independent answer. The last exercise of each lesson is an
+compares it with an independent answer. Each line of the report starts with
+[pass], [fail] or [todo]; a passed experiment also prints what it measured. The last exercise of each lesson is an
 experiment, checked twice: against the checker's own measurement, and on the
 consequence the lesson predicts. After a wrong attempt the checker prints the
 check's docstring: a hint that points the way without giving the code.
@@ -84,13 +85,13 @@ def run(lesson, path):
         try:
             if not hasattr(module, name):
                 raise AssertionError(f"the file has no function {name}")
-            check(module)
+            measured = check(module)  # an experiment's check returns what it measured, to print beside the verdict
         except NotImplementedError:
-            print(f"  [ ] {number}. {name}: not done yet: replace its TODO (the hint comes after a first try)")
+            print(f"  [todo] {number}. {name}: not done yet: replace its TODO (the hint comes after a first try)")
         except Exception as error:
-            print(f"  [x] {number}. {name}: not yet: {type(error).__name__}: {error}\n        hint: {hint}")
+            print(f"  [fail] {number}. {name}: not yet: {type(error).__name__}: {error}\n         hint: {hint}")
         else:
-            print(f"  [ok] {number}. {name}: passed")
+            print(f"  [pass] {number}. {name}: passed" + (f"; measured: {measured}" if measured else ""))
             passed += 1
     print(f"  {passed} of {len(lesson_checks)} passed\n")
     return passed, len(lesson_checks)

@@ -13,7 +13,9 @@ their error bars do not overlap,
     |mean_a - mean_b| > std_a + std_b,
 
 comparing each method's best configuration, chosen on the validation split,
-by its test accuracy.
+by its test accuracy. The summary opens with one line a student can repeat
+(who scores highest, who cannot be told apart from it, who is behind), and
+ends with a caveat when the budget is not the one the rates were chosen for.
 
 Out come a Markdown table, the same numbers as JSON and CSV, the summary in
 plain words, and, with matplotlib, the curve the LoRA-XS paper draws: test
@@ -29,6 +31,7 @@ import statistics
 from .adapters import METHODS, adapter_methods
 from .files import atomic_write
 from .measure import human_bytes, human_seconds
+from .recipe import DEFAULT_BATCH_SIZE, DEFAULT_STEPS
 
 
 def spread(values):
@@ -96,13 +99,13 @@ def summary(rows):
     for row in rows:
         if row["method"] not in best or row["validation"]["mean"] > best[row["method"]]["validation"]["mean"]:
             best[row["method"]] = row
-    lines = []
+    lines = [takeaway(list(best.values()))]
     for a, b in itertools.combinations(best.values(), 2):
         if b["test"]["mean"] > a["test"]["mean"]:
             a, b = b, a
         difference, spreads = a["test"]["mean"] - b["test"]["mean"], a["test"]["std"] + b["test"]["std"]
         scores = f"{mean_and_spread(a['test'])} against {mean_and_spread(b['test'])}"
-        if difference > spreads:
+        if beats(a, b):
             lines.append(
                 f"{a['label']} beats {b['label']}: {scores}, a difference of {difference:.3f}, "
                 f"more than their spreads together ({spreads:.3f})."
@@ -113,6 +116,32 @@ def summary(rows):
                 f"within their spreads together ({spreads:.3f})."
             )
     return lines
+
+
+def takeaway(best):
+    """One line a student can repeat: the top test score, and who cannot be told apart from it by the rule above."""
+    leader = max(best, key=lambda row: row["test"]["mean"])
+    level = [row["label"] for row in best if row is not leader and beats(leader, row) is False]
+    behind = [row["label"] for row in best if row is not leader and beats(leader, row)]
+    line = f"In one line: {leader['label']} scores highest on test ({mean_and_spread(leader['test'])})"
+    line += f"; {', '.join(level)} cannot be told apart from it" if level else ""
+    return line + (f"; {', '.join(behind)} {'is' if len(behind) == 1 else 'are'} behind it." if behind else ".")
+
+
+def beats(a, b):
+    """Is a's mean test accuracy above b's by more than their two standard deviations added?"""
+    return a["test"]["mean"] - b["test"]["mean"] > a["test"]["std"] + b["test"]["std"]
+
+
+def budget_caveat(steps, batch_size):
+    """A line for a comparison run on another budget than the one its learning rates were chosen for, else None."""
+    if (steps, batch_size) == (DEFAULT_STEPS, DEFAULT_BATCH_SIZE):
+        return None
+    return (
+        f"Caveat: this comparison ran {steps} steps of {batch_size} examples; the learning rates were chosen for "
+        f"{DEFAULT_STEPS} steps of {DEFAULT_BATCH_SIZE}. A method that learns slowly may not have reached its best "
+        "here, so rank methods at the default budget, or look at each run's losses first."
+    )
 
 
 def to_csv(rows):
@@ -179,17 +208,18 @@ def report(results, out, steps, batch_size, seconds):
     seeds = len({result["seed"] for result in results})
     title = f"{task} on {model}: {seeds} seed{'s' * (seeds > 1)}, {steps} steps of {batch_size} examples"
     facts = {"task": task, "base_model": model, "runs": len(results), "wall_seconds": seconds}
-    text, words, plot = write_comparison(results, out / f"comparison-{task}", title, facts)
+    caveat = budget_caveat(steps, batch_size)
+    text, words, plot = write_comparison(results, out / f"comparison-{task}", title, facts, [caveat] if caveat else [])
     print(f"\n{title}\n\n{text}\n" + "\n".join(words))
     plot_note = " and .png" if plot else " (pip install matplotlib for a plot)"
     print(f"\n{len(results)} runs in {human_seconds(seconds)} ({human_seconds(seconds / len(results))} a run); "
           f"wrote {out}/comparison-{task}.md, .json, .csv{plot_note}")  # fmt: skip
 
 
-def write_comparison(results, base, title, extra=None):
+def write_comparison(results, base, title, extra=None, notes=()):
     """Write base.md, .json, .csv (and .png with matplotlib); return (table, summary lines, plot path or None)."""
     rows = aggregate(results)
-    text, words = table(rows), summary(rows)
+    text, words = table(rows), summary(rows) + list(notes)
     with atomic_write(base.with_suffix(".md"), "w") as file:
         file.write(f"{title}\n\n{text}\n" + "".join(f"- {line}\n" for line in words))
     with atomic_write(base.with_suffix(".json"), "w") as file:

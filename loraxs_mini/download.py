@@ -75,7 +75,7 @@ def download(url, destination, timeout=30):
         raise LoraxsError(
             f"could not download {url} ({reason}). Check your internet connection and try again; "
             f"nothing incomplete was kept. The file would be cached as {destination}. "
-            "You can also download model.safetensors yourself and pass its path (or its folder, "
-            "with config.json) instead of the preset name."
+            "Or download model.safetensors and config.json yourself, put them in one folder, and give that folder "
+            "instead of the preset name (train.py --init-from FOLDER, load_pretrained(FOLDER))."
         ) from None
     return destination

@@ -219,7 +219,10 @@ def compare_with_peft(model, folder, base_name):
         raise LoraxsError(
             "--check loads the folder with transformers and PEFT: pip install transformers peft"
         ) from None
-    theirs = peft.PeftModel.from_pretrained(transformers.GPT2LMHeadModel.from_pretrained(base_name), folder).eval()
+    # float32, as ours: transformers 5 keeps a checkpoint's own dtype (float16 for the Hub's GPT-2 files), and float16
+    # arithmetic alone would differ from ours by about 3e-2.
+    base = transformers.GPT2LMHeadModel.from_pretrained(base_name).float()
+    theirs = peft.PeftModel.from_pretrained(base, folder).float().eval()
     idx = torch.randint(0, model.config.vocab_size, (2, 64), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         return (model.eval()(idx)[0] - theirs(idx).logits).abs().max().item()

@@ -76,6 +76,11 @@ def load_pretrained(name_or_path, dropout=0.0, dtype=torch.float32):
         if not path.is_file() or not config_path.is_file():
             raise LoraxsError(f"the folder {source} must hold config.json and model.safetensors")
         config = config_from_huggingface(read_json(config_path), name=Path(source).resolve().name, dropout=dropout)
+    elif Path(source).is_file() and Path(source).suffix.lower() == ".json":  # config.json given for the weights
+        raise LoraxsError(
+            f"{source} is a JSON file, not the weights: give the folder that holds it and model.safetensors, or "
+            "the .safetensors file itself"
+        )
     elif Path(source).is_file():
         path = Path(source)
     else:

@@ -11,6 +11,7 @@ from loraxs_mini import LoraxsError
 from loraxs_mini.adapters import (
     EVERY_LINEAR,
     AdapterConfig,
+    LoRALinear,
     adapted_layers,
     add_adapters,
     load_adapters,
@@ -88,7 +89,7 @@ def test_adapters_on_a_bf16_model_are_float32_and_keep_small_steps(method):
     idx = torch.randint(0, 50257, (2, 12))
     for _ in range(2):  # two steps: LoRA's A and VeRA's d get a gradient once B (b) is no longer zero
         logits, loss = model(idx, idx)
-        assert logits.dtype == torch.bfloat16  # the model computes in its own dtype; the update is added in it
+        assert logits.dtype == torch.bfloat16  # the model computes in its own dtype; each layer rounds back to it
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
@@ -96,6 +97,18 @@ def test_adapters_on_a_bf16_model_are_float32_and_keep_small_steps(method):
     # The same step in bf16 would vanish: next to VeRA's d = 0.1, bf16 numbers are 2^-11 ≈ 4.9e-4 apart.
     bf16_d = torch.tensor(0.1, dtype=torch.bfloat16)
     assert torch.equal(bf16_d + 1e-4, bf16_d)
+
+
+def test_on_a_bf16_layer_the_update_is_added_in_float32_and_the_sum_rounded_once_as_peft_does():
+    torch.manual_seed(0)
+    layer = LoRALinear(torch.nn.Linear(64, 64).to(torch.bfloat16), rank=4, alpha=4.0)
+    with torch.no_grad():
+        layer.B.normal_(std=0.05)
+        x = torch.randn(8, 64, dtype=torch.bfloat16)
+        once = (layer.base(x).float() + layer.update(x.float())).to(torch.bfloat16)  # PEFT's LoRA: one rounding
+        twice = layer.base(x) + layer.update(x.float()).to(torch.bfloat16)  # the update rounded, then the sum
+        assert torch.equal(layer(x), once)
+        assert not torch.equal(once, twice)  # the two rules differ here: the test can tell them apart
 
 
 # ---------------------------------------------------------------- frozen tensors: stored, or checked

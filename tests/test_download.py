@@ -111,5 +111,11 @@ def test_offline_from_pretrained_is_one_clear_message(monkeypatch):
     message = str(error.value)
     assert f"http://127.0.0.1:{port}/openai-community/gpt2/resolve/main/model.safetensors" in message
     assert str(cache_dir() / "gpt2" / "model.safetensors") in message
-    assert "pass its path" in message
+    assert "train.py --init-from FOLDER" in message  # the flag that takes the folder, by name
     assert error.value.__cause__ is None and error.value.__suppress_context__
+
+
+def test_a_config_json_given_for_the_weights_is_named_as_such(tmp_path):
+    (tmp_path / "config.json").write_text('{"n_layer": 2}')
+    with pytest.raises(LoraxsError, match="config.json is a JSON file, not the weights: give the folder"):
+        load_pretrained(tmp_path / "config.json")

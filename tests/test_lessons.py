@@ -8,16 +8,21 @@ import sys
 import pytest
 
 import check  # lessons/check.py: conftest puts lessons/ on the path
-from conftest import ROOT
+from conftest import ROOT, requires_tokenizer
 
 LESSON_FILES = sorted((ROOT / "lessons").glob("[0-9][0-9]_*.py"))
+TOKENIZING_LESSONS = ("02", "06")  # the lessons that read text
+
+
+def lesson_param(path):
+    return pytest.param(path, marks=[requires_tokenizer] if path.name[:2] in TOKENIZING_LESSONS else [])
 
 
 def test_there_is_a_lesson_per_component():
     assert [path.name[:2] for path in LESSON_FILES] == ["01", "02", "03", "04", "05", "06", "07", "08"]
 
 
-@pytest.mark.parametrize("lesson", LESSON_FILES, ids=lambda path: path.stem)
+@pytest.mark.parametrize("lesson", [lesson_param(path) for path in LESSON_FILES], ids=lambda path: path.stem)
 def test_lesson_runs_in_quick_mode(lesson):
     result = subprocess.run([sys.executable, str(lesson), "--quick"], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -92,6 +97,11 @@ WRONG_ANSWERS = {
     "def loraxs_init(W, r):\n"
     "    U, S, Vh = torch.linalg.svd(W, full_matrices=False)\n"
     "    return U[:, :r], Vh[:r]  # Σ_r forgotten",
+    ("05", "loraxs_start_shift"): "import torch\n"
+    "def loraxs_start_shift(W, rank, R):\n"
+    "    U, S, Vh = torch.linalg.svd(W, full_matrices=False)\n"
+    "    B, A = U[:, :rank] * S[:rank], Vh[:rank]  # W_r split the other way: R = I cannot tell, a random R can\n"
+    "    return ((B @ R @ A).norm() / W.norm()).item()",
     ("06", "completion_targets"): "def completion_targets(p, c, end):\n"
     "    tokens = p + c + [end]\n"
     "    return tokens[:-1], tokens[1:]  # the prompt is graded too",
@@ -109,10 +119,11 @@ def test_plausible_mistakes_are_caught_with_a_hint(lesson, name, tmp_path, capsy
     path.write_text(WRONG_ANSWERS[lesson, name] + "\n")
     passed, _ = check.run(lesson, path)
     output = capsys.readouterr().out
-    assert re.search(rf"\[x\] \d\. {name}: not yet", output) and "hint:" in output
+    assert re.search(rf"\[fail\] \d\. {name}: not yet", output) and "hint:" in output
     assert passed == 0
 
 
+@requires_tokenizer
 def test_lesson_06_loop_and_counts_agree_with_train_py(tmp_path):
     lesson = subprocess.run(
         [sys.executable, "lessons/06_finetune_and_compare.py", "--quick"], cwd=ROOT, capture_output=True, text=True
@@ -135,3 +146,23 @@ def test_lesson_06_loop_and_counts_agree_with_train_py(tmp_path):
     first, last = map(float, re.search(r"^loraxs: loss ([\d.]+) -> ([\d.]+)", lesson.stdout, re.M).groups())
     losses = json.loads((tmp_path / "sentiment-loraxs-r8.json").read_text())["losses"]
     assert len(losses) == 10 and (first, last) == (round(losses[0], 4), round(losses[-1], 4))
+
+
+def test_every_lesson_opens_with_a_settings_cell_that_a_notebook_reader_can_change():
+    nbformat = pytest.importorskip("nbformat")
+    for lesson in LESSON_FILES:
+        notebook = nbformat.read(lesson.with_suffix(".ipynb"), as_version=4)
+        first_code = next(cell.source for cell in notebook.cells if cell.cell_type == "code")
+        assert "QUICK = False" in first_code, lesson.name  # Jupyter has no --quick to pass: this line is the switch
+        if "--model" in lesson.read_text():
+            assert 'MODEL = "gpt2"' in first_code, lesson.name
+
+
+def test_each_lesson_header_gives_the_time_the_lessons_readme_gives():
+    table = (ROOT / "lessons" / "README.md").read_text()
+    for lesson in LESSON_FILES:
+        header = re.search(r"about (\d+) (second|minute)s", lesson.read_text())
+        if header:
+            unit = "s" if header.group(2) == "second" else "min"
+            row = next(line for line in table.splitlines() if line.startswith(f"| [{lesson.name}]"))
+            assert f"| {header.group(1)} {unit} |" in row, (lesson.name, header.group(0), row)

@@ -64,7 +64,7 @@ def test_vera_random_pair_and_logits_match_peft(hf_tiny, prompt):
 
 
 @pytest.mark.parametrize("weight_tying", [0.0, 0.5, 1.0])
-def test_tinylora_projections_delta_weights_counts_and_logits_match_peft(hf_tiny, prompt, weight_tying):
+def test_tinylora_has_peft_s_counts_and_projections_and_with_peft_s_b_and_a_its_logits(hf_tiny, prompt, weight_tying):
     hf_model, folder = hf_tiny
     config = peft.TinyLoraConfig(
         r=2, u=5, weight_tying=weight_tying, projection_seed=7, target_modules=TARGETS, fan_in_fan_out=True
@@ -96,3 +96,28 @@ def test_tinylora_projections_delta_weights_counts_and_logits_match_peft(hf_tiny
             torch.testing.assert_close(layer.delta_weight(), theirs_delta.T, atol=1e-6, rtol=1e-5)
         torch.testing.assert_close(ours(prompt)[0], theirs(prompt).logits, atol=1e-5, rtol=0)
         assert (ours(prompt)[0] - hf_model(prompt).logits).abs().max() > 1e-2
+
+
+def test_tinylora_singular_vector_signs_differ_from_peft_s_so_a_v_carries_over_only_with_its_b_and_a(hf_tiny, prompt):
+    """
+    Ours fixes each singular pair's sign (svd.py); PEFT takes LAPACK's. Same subspace, same P, same B A, yet for
+    the same v another ΔW wherever a pair's sign differs: the export therefore stores B and A with v.
+    """
+    hf_model, folder = hf_tiny
+    config = peft.TinyLoraConfig(r=2, u=4, projection_seed=0, target_modules=TARGETS, fan_in_fan_out=True)
+    theirs = peft.get_peft_model(type(hf_model).from_pretrained(folder), config).eval()
+    ours = add_adapters(load_pretrained(folder), "tinylora", rank=2, u=4, svd="svd").eval()
+    flipped = pairs = 0
+    with torch.no_grad():
+        for name, layer in adapted_layers(ours).items():
+            twin = peft_layer(theirs, name)
+            B = twin.tinylora_B["default"]
+            signs = torch.sign((layer.B * B).sum(dim=0))  # +1 where a column agrees, -1 where it is flipped
+            torch.testing.assert_close(layer.B, B * signs, atol=1e-5, rtol=0)  # equal up to the signs
+            flipped, pairs = flipped + int((signs < 0).sum()), pairs + len(signs)
+            v = torch.arange(1.0, 5.0)
+            layer.vector.v.copy_(v)
+            twin.tinylora_v["default"][twin._tinylora_v_key["default"]].copy_(v)
+        assert 0 < flipped < pairs  # some pairs agree, some are flipped: 8 of 16 on this model
+        difference = (ours(prompt)[0] - theirs(prompt).logits).abs().max().item()
+    assert difference > 1e-3, "the same v on differently signed B and A should give other logits"

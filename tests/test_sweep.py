@@ -12,7 +12,7 @@ import train
 from conftest import tiny_gpt
 from loraxs_mini import LoraxsError
 from loraxs_mini.adapters import EVERY_LINEAR_SPLIT_QKV, METHODS, SVDCache, adapted_layers, add_adapters
-from loraxs_mini.compare import aggregate, summary
+from loraxs_mini.compare import aggregate, budget_caveat, summary
 from loraxs_mini.recipe import default_learning_rate
 
 
@@ -123,18 +123,25 @@ def row(method, test, validation=None):
 
 def test_the_summary_ranks_only_what_the_spread_allows():
     clear, overlapping = row("lora", [0.90, 0.92]), row("loraxs", [0.70, 0.72])
-    (line,) = summary([clear, overlapping])
+    takeaway, line = summary([clear, overlapping])
     assert line.startswith("lora r=8 beats loraxs r=8: 0.910 ± 0.014 against 0.710 ± 0.014")
-    (line,) = summary([row("lora", [0.80, 0.92]), row("vera", [0.78, 0.86])])
+    assert takeaway == "In one line: lora r=8 scores highest on test (0.910 ± 0.014); loraxs r=8 is behind it."
+    takeaway, line = summary([row("lora", [0.80, 0.92]), row("vera", [0.78, 0.86])])
     assert "lora r=8 and vera r=8 cannot be ranked" in line and "a difference of 0.040" in line
+    assert takeaway.endswith("(0.860 ± 0.085); vera r=8 cannot be told apart from it.")
     assert "no spread" in summary([row("lora", [0.9]), row("vera", [0.5])])[0]
 
 
 def test_each_method_is_represented_by_its_best_configuration_on_validation():
     high_val_low_test = row("lora", [0.50, 0.52], validation={"mean": 0.99, "std": 0.0})
     low_val_high_test = row("lora", [0.95, 0.97], validation={"mean": 0.10, "std": 0.0})
-    (line,) = summary([high_val_low_test, low_val_high_test, row("vera", [0.70, 0.72])])
+    _, line = summary([high_val_low_test, low_val_high_test, row("vera", [0.70, 0.72])])
     assert line.startswith("vera r=8 beats lora r=8: 0.710 ± 0.014 against 0.510 ± 0.014")  # chosen on validation
+
+
+def test_a_comparison_on_another_budget_than_the_rates_were_chosen_for_says_so():
+    assert budget_caveat(150, 16) is None
+    assert budget_caveat(40, 16).startswith("Caveat: this comparison ran 40 steps of 16 examples; the learning rates")
 
 
 def test_aggregate_orders_rows_by_method_then_rank():

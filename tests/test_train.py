@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import train
-from conftest import ROOT, SMALL_PRETRAINED, requires_small_pretrained, tiny_gpt
+from conftest import ROOT, SMALL_PRETRAINED, requires_small_pretrained, requires_tokenizer, tiny_gpt
 from loraxs_mini import LoraxsError
 from loraxs_mini.adapters import EVERY_LINEAR_SPLIT_QKV, parameter_counts, remove_adapters
 from loraxs_mini.cli import parse_args, plan_runs
@@ -158,6 +158,7 @@ def test_the_same_seed_gives_the_same_numbers(checkpoint, data, tmp_path):
     assert first["losses"] == second["losses"] and first["accuracy"] == second["accuracy"]
 
 
+@requires_tokenizer
 def test_torchrun_with_two_processes_matches_one_process(checkpoint, data, tmp_path):
     common = ["--init-from", checkpoint, "--data", data, "--method", "lora", "--steps", "6", "--batch-size", "8",
               "--lr", "0.01", "--no-save"]  # fmt: skip
@@ -189,6 +190,7 @@ def test_bad_input_is_one_line_and_a_nonzero_exit(tmp_path):
     assert "Traceback" not in result.stderr and not any(tmp_path.iterdir())
 
 
+@requires_tokenizer  # train.py reads the task before it loads the model
 def test_offline_gpt2_download_is_one_line(tmp_path):
     env = {**os.environ, "HF_ENDPOINT": "http://127.0.0.1:9", "LORAXS_MINI_CACHE": str(tmp_path / "cache")}
     result = subprocess.run([sys.executable, "train.py", "--out", tmp_path / "out"], cwd=ROOT, capture_output=True,

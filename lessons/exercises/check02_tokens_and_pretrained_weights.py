@@ -48,3 +48,5 @@ def check_next_token_entropy(module):
     # What it measures: hotter sampling is less sure, up to log V (uniform); greedy is the limit of no doubt.
     assert torch.all(entropies[0][1:] < entropies[1][1:]) and torch.all(entropies[1][1:] < entropies[2][1:])
     assert entropies[2].max() <= math.log(50257) and entropies[0][0] < 1e-3
+    means = ", ".join(f"τ = {t}: {e[1:].mean():.2f}" for t, e in zip((0.5, 1.0, 2.0), entropies))
+    return f"mean entropy {means} nats (uniform: {math.log(50257):.2f})"

@@ -57,3 +57,4 @@ def check_vera_fit_error(module):
         assert math.isclose(errors[rank], expected, abs_tol=1e-3), f"r={rank}: {errors[rank]:.4f}, not {expected:.4f}"
     # What it measures: r fixed random directions out of 24 x 24 = 576; the rank buys the expressiveness.
     assert errors[256] < errors[8] - 0.1
+    return f"relative error at r = 8: {errors[8]:.3f}, at r = 256: {errors[256]:.3f}"

@@ -58,3 +58,15 @@ def check_loraxs_start_shift(module):
     )
     small = module.loraxs_start_shift(W, rank, 1e-5 * torch.randn(rank, rank))
     assert small < 1e-4, f"R ~ 1e-5: the weight moved by {small:.2e}, expected next to nothing"
+    # Against the reference B and A, with an R that tells B = U_r, A = Σ_r V_rᵀ apart from other splits of W_r.
+    base = torch.nn.Linear(20, 30)
+    with torch.no_grad():
+        base.weight.copy_(W)
+    reference = LoRAXSLinear(base, rank=rank, alpha=rank)
+    R = torch.randn(rank, rank, generator=torch.Generator().manual_seed(5))
+    expected = ((reference.B @ R @ reference.A).norm() / W.norm()).item()
+    measured = module.loraxs_start_shift(W, rank, R)
+    assert math.isclose(measured, expected, rel_tol=1e-3), (
+        f"a random R: got {measured:.4f}, expected {expected:.4f}; are B and A the ones loraxs_init should build?"
+    )
+    return f"R = I moves W by {with_identity:.2f} of its norm, R ~ 1e-5 by {small:.1e}"

@@ -40,6 +40,7 @@ def check_numbers_with_gradient(module):
     """which attribute does backward() fill in? Look at a frozen and at a trainable parameter after it"""
     examples = [Example("", "", [5, 6, 7], [8, 9]), Example("", "", [1, 2], [3])]
     inputs, targets = make_batch(examples)
+    counts = []
     for method in [name for name, method in METHODS.items() if method.trains]:
         model = add_adapters(tiny_model(), method, rank=4)
         measured = module.numbers_with_gradient(model, inputs, targets)
@@ -47,3 +48,5 @@ def check_numbers_with_gradient(module):
         assert measured == parameter_counts(model)[0], (
             f"{method}: {measured:,}, expected {parameter_counts(model)[0]:,}"
         )
+        counts.append(f"{method} {measured:,}")
+    return "numbers with a gradient, each the method's trainable count: " + ", ".join(counts)

@@ -50,6 +50,9 @@ def check_adapter_file_bytes(module):
                 f"{method} r={rank}: {sizes[method, rank]:,} bytes, not {expected:,}"
             )
     # What it measures: each doubling of r doubles LoRA's data (A, B) and quadruples LoRA-XS's (R).
+    growths = []
     for method, factor in (("lora", 2), ("loraxs", 4)):
         growth = (sizes[method, 16] - sizes[method, 8]) / (sizes[method, 8] - sizes[method, 4])
         assert abs(growth - factor) < 0.1, f"{method}: the file grew {growth:.2f}x per doubling, expected {factor}x"
+        growths.append(f"{method} {growth:.2f}x (predicted {factor}x)")
+    return "the tensor bytes grew per doubling of r: " + ", ".join(growths)

@@ -47,3 +47,4 @@ def check_tinylora_fit_error(module):
         assert math.isclose(errors[u], expected, abs_tol=1e-4), f"u = {u}: {errors[u]:.4f}, expected {expected:.4f}"
     # What it measures: u random directions among r² = 9; every R is reached at u = r², none before.
     assert all(errors[u] > 1e-2 for u in range(1, r * r)) and errors[r * r] < 1e-4
+    return "relative error by u: " + ", ".join(f"{u}: {errors[u]:.2f}" for u in errors)

@@ -4,7 +4,7 @@ LoRA, VeRA, LoRA-XS and TinyLoRA, side by side, one file each.
     lora.py       ΔW = (alpha / r) B A                 A, B trained
     vera.py       ΔW = diag(b) B diag(d) A              A, B frozen random and shared; d, b trained
     loraxs.py     ΔW = (alpha / r) B R A                B, A from the SVD of W, frozen; R (r x r) trained
-    tinylora.py   ΔW = B (Σ_i v_i P_i) A               LoRA-XS's B, A; P_i frozen random; v (u numbers) trained
+    tinylora.py   ΔW = B (Σ_i v_i P_i) A               B, A from LoRA-XS's SVD; P_i frozen random; v (u numbers) trained
     baselines.py  none (zero-shot) and full fine-tuning, the two methods that add no adapter
     registry.py   METHODS: every method by name; register() adds one from outside
     base.py       what a method says about itself (Method), and what the adapters share: wrap an nn.Linear, merge

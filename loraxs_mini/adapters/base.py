@@ -26,8 +26,12 @@ mode, evaluation mode and merging are separate ideas.
 
 An adapter's own tensors are float32 whatever W's dtype. On a bfloat16 model
 a bfloat16 adapter would lose its small steps: bf16 keeps 8 significant bits,
-so 1.0 + 1e-3 rounds back to 1.0. The update is computed in float32 and cast
-to the layer's dtype when it is added (PEFT does the same by default).
+so 1.0 + 1e-3 rounds back to 1.0. The update is computed in float32, added to
+the layer's output in float32, and the sum is rounded to the layer's dtype
+once, as PEFT's LoRA does (peft/tuners/lora/layer.py, Linear.forward:
+`result = result + lora_B(lora_A(x)) * scaling`, then
+`result.to(torch_result_dtype)`). Rounding the update first and then the sum
+would round twice.
 """
 
 import torch
@@ -85,7 +89,7 @@ class AdaptedLinear(Method, nn.Module):
         y = self.base(x)
         if self.merged:  # ΔW already lives inside W
             return y
-        return y + self.update(self.dropout(x).to(ADAPTER_DTYPE)).to(y.dtype)  # float32 inside, W's dtype out
+        return (y + self.update(self.dropout(x).to(ADAPTER_DTYPE))).to(y.dtype)  # a float32 sum, rounded once
 
     def update(self, x):
         """ΔW x for x (..., in) -> (..., out), without forming ΔW."""

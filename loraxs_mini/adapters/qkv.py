@@ -22,8 +22,12 @@ k and v like any other linear layer. `fused()` stacks them back into one layer
 for saving in GPT-2's own layout.
 
 Why not separate q, k, v layers in the model itself? Then the fused layer,
-which GPT-2 checkpoints store, PEFT adapts, and LoRA's own GPT-2 experiments
-used, could no longer be adapted as one. The split is an option, not the model.
+which GPT-2 checkpoints store and PEFT adapts, could no longer be adapted as
+one. The split is an option, not the model. (LoRA's own GPT-2 experiments did
+neither: loralib's MergedLinear on c_attn with enable_lora=[True, False, True]
+gives q and v a pair each and leaves k alone; microsoft/LoRA,
+examples/NLG/src/model.py. targets=["attn.c_attn.q", "attn.c_attn.v"] is that
+layout here.)
 """
 
 import torch

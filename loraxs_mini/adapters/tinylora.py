@@ -19,11 +19,14 @@ it reaches a random u-dimensional slice of them; with u > r² some of v is
 redundant. Layers can also share one v (`weight_tying`): then a whole group
 of layers trains u numbers together, which is how the paper gets down to 13.
 
-Everything here follows Hugging Face PEFT's `tinylora` (peft/tuners/tinylora),
-so the two compute the same function from the same SVD and seed:
+Everything here follows Hugging Face PEFT's `tinylora` (peft/tuners/tinylora,
+layer.py `_init_svd` and `update_layer`), so the two build the same subspace
+and the same projections from the same seed:
 - Σ_r is split evenly, √Σ_r into each of B and A (PEFT: "avoids imbalanced
-  norms between A and B"); the product B R A is what matters, and with R = I
-  it is again the best rank-r approximation of W.
+  norms between A and B"), where LoRA-XS puts all of it in A. With R = I the
+  product is again U_r Σ_r V_rᵀ, and both reach the same updates; what differs
+  is the step: entry R_ij moves ΔW by √(σ_i σ_j) u_i v_jᵀ here, σ_j u_i v_jᵀ in
+  LoRA-XS.
 - No scale: the update is B R A, there is no alpha.
 - v starts at zero (PEFT's init_weights=True), so the adapted model starts
   exactly as the pretrained one; P is not zero, so v's gradient is not either:
@@ -33,8 +36,19 @@ so the two compute the same function from the same SVD and seed:
 - weight_tying w in [0, 1]: n targets form max(1, round(n (1 - w))) groups
   of consecutive layers, each sharing one v; 0 gives every layer its own.
 
-PEFT's defaults are r = 2 and u = 64, and ours too: 64 numbers per layer that
-mix only r² = 4 matrices, as redundant as it sounds (see lesson 08).
+The same subspace and the same P, but not always the same B and A: a singular
+pair (u_i, v_i) is only defined up to its sign. svd.py fixes the signs (the
+largest entry of each u_i positive) so that a reload rebuilds the same B and A;
+PEFT takes LAPACK's as they come. Where the two differ (about half the pairs of
+the tiny test model), the same v gives another ΔW. So a trained v carries over
+only together with its B and A, which is why the export to PEFT stores them
+(tests/test_peft_crosscheck.py measures both).
+
+PEFT's TinyLoraConfig defaults are r = 2, u = 64, weight_tying = 0 and
+projection_seed = 42; ours are the same r, u and weight_tying, and the
+projection seed is the run's seed (0 unless --seed says otherwise). r = 2 with
+u = 64 gives 64 numbers per layer that mix only r² = 4 matrices, as redundant
+as it sounds (see lesson 08).
 """
 
 import torch

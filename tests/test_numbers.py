@@ -1,0 +1,80 @@
+"""
+The counts and byte sizes the README and the lessons state, recomputed from the code: a change that moves one of
+them fails here until the text says the new number.
+"""
+
+import copy
+
+import pytest
+import torch
+
+from conftest import ROOT
+from loraxs_mini import GPT, GPTConfig
+from loraxs_mini.adapters import EVERY_LINEAR_SPLIT_QKV, add_adapters, parameter_counts, save_adapters
+from loraxs_mini.safetensors_file import read_header
+
+README = (ROOT / "README.md").read_text()
+COMPARISON = (ROOT / "docs" / "comparison.md").read_text()
+LESSONS_README = (ROOT / "lessons" / "README.md").read_text()
+
+
+def trained(model, method, **settings):
+    return parameter_counts(add_adapters(copy.deepcopy(model), method, **settings))[0]
+
+
+@pytest.fixture(scope="module")
+def gpt2():
+    torch.manual_seed(0)
+    return GPT(GPTConfig.from_name("gpt2"))
+
+
+@pytest.fixture(scope="module")
+def small():
+    """The small pretrained model's shape (8 layers, width 256, context 256): counts depend on the shape alone."""
+    return GPT(GPTConfig(vocab_size=50257, block_size=256, n_layer=8, n_head=8, n_embd=256))
+
+
+def test_the_gpt2_counts_in_the_readme(gpt2):
+    base = parameter_counts(gpt2)[1]
+    assert f"where GPT-2's {base:,} parameters live" in README
+    lora, vera = trained(gpt2, "lora", rank=8), trained(gpt2, "vera", rank=8)
+    loraxs, split = trained(gpt2, "loraxs", rank=8), trained(gpt2, "loraxs", rank=8, targets=EVERY_LINEAR_SPLIT_QKV)
+    assert f"| full | all | {base:,} | 100% |" in README
+    assert f"| LoRA | r (in + out) | {lora:,} | {100 * lora / base:.3f}% |" in README
+    assert f"| VeRA | r + out | {vera:,} | {100 * vera / base:.3f}% | r = 256: {trained(gpt2, 'vera'):,}" in README
+    assert f"| LoRA-XS | r² | {loraxs:,} | {100 * loraxs / base:.4f}% |" in README
+    assert f"| LoRA-XS, q, k, v separately | r² | {split:,} | {100 * split / base:.4f}% |" in README
+    assert f"LoRA-XS at rank 8 to every linear layer ({loraxs:,} trainable numbers" in README
+
+
+def test_the_adapter_file_sizes_in_the_readme(gpt2, tmp_path):
+    model = add_adapters(copy.deepcopy(gpt2), "loraxs", rank=8)
+    small_file = save_adapters(model, tmp_path / "small.safetensors")
+    exact = save_adapters(model, tmp_path / "exact.safetensors", frozen=True)
+    R_bytes = sum(4 * layer.R.numel() for layer in model.modules() if hasattr(layer, "R"))
+    assert f"is {small_file:,} bytes on disk ({R_bytes:,} of them are R itself" in README
+    assert (
+        f"`out/sentiment-loraxs-r8.safetensors`: {small_file:,} bytes, of\nwhich the 48 R matrices are {R_bytes:,}"
+        in (README)
+    )
+    assert f"Saved with its frozen tensors it is {exact:,} bytes" in README
+    # The lessons README: the header (8-byte length + JSON) is what does not grow with r.
+    _, _, data_start = read_header(tmp_path / "small.safetensors")
+    assert data_start == small_file - R_bytes
+    assert f"the header does not: {data_start:,} of LoRA-XS's {small_file:,} bytes at r = 8 on GPT-2" in LESSONS_README
+
+
+def test_the_small_model_counts_in_the_comparison(small):
+    assert "19,249,920" in README and f"| full | - | {parameter_counts(small)[1]:,} |" in README
+    for method, rank, where in (
+        ("lora", 16, README), ("vera", 256, README), ("loraxs", 32, README), ("loraxs", 16, README),
+        ("lora", 1, README), ("lora", 8, README), ("loraxs", 8, README),
+    ):  # fmt: skip
+        assert f"{trained(small, method, rank=rank):,}" in where, (method, rank)
+    assert f"| 8 | {trained(small, 'tinylora', rank=8):,} |" in README  # TinyLoRA, u = 64: 64 per layer
+    vera_1 = trained(small, "vera", rank=1)
+    b_alone = sum(layer.out_features for layer in add_adapters(copy.deepcopy(small), "vera").modules()
+                  if hasattr(layer, "lambda_b"))  # fmt: skip
+    assert f"Below {vera_1:,} numbers only LoRA-XS and TinyLoRA can go: VeRA at r = 1 has {vera_1:,}" in COMPARISON
+    assert f"{b_alone:,} on this model" in COMPARISON
+    assert f"below {vera_1:,} numbers, only LoRA-XS and TinyLoRA can go (VeRA at r = 1 has {vera_1:,}" in README
