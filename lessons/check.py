@@ -16,8 +16,13 @@ check's docstring: a hint that points the way without giving the code.
     python lessons/check.py 03 --file F.py   any file with the same functions
 """
 
+import ast
+import contextlib
+import copy
 import importlib.util
 import inspect
+import re
+import signal
 import sys
 from pathlib import Path
 
@@ -29,6 +34,7 @@ from loraxs_mini.errors import LoraxsError, friendly_errors
 
 LESSONS = Path(__file__).resolve().parent
 EXERCISES = LESSONS / "exercises"
+TIME_LIMIT = 120  # seconds an exercise may run (the experiments train for a few seconds); --time-limit to change
 
 
 def close(actual, expected, what, atol=1e-5):
@@ -51,6 +57,57 @@ def load_module(path):
     return module
 
 
+@contextlib.contextmanager
+def time_limit(seconds):
+    """Stop the code inside after `seconds` with a TimeoutError (where the system has alarms: Linux, macOS)."""
+    if not hasattr(signal, "SIGALRM"):
+        yield
+        return
+
+    def stop(*_):
+        raise TimeoutError(f"still running after {seconds} s: an endless loop, or far more work than needed?")
+
+    previous = signal.signal(signal.SIGALRM, stop)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def promises(lesson):
+    """name -> what the exercise should return, in the words of its docstring in lessons/exercises ("Return ...")."""
+    (path,) = EXERCISES.glob(f"ex{lesson}_*.py")
+    found = {}
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        match = isinstance(node, ast.FunctionDef) and re.search(
+            r"Return (.+?)\.(\s|$)", ast.get_docstring(node) or "", re.S
+        )
+        if match:
+            found[node.name] = "return " + " ".join(match.group(1).split())
+    return found
+
+
+def guarded(function, name, promise):
+    """
+    The student's function as the checks call it: on copies of its tensors and lists (a correct answer that changes
+    its input in place is still correct), and with one clear line when it returns nothing.
+    """
+
+    def call(*args, **kwargs):
+        args = [argument.clone() if isinstance(argument, torch.Tensor) else argument for argument in args]
+        args = [copy.deepcopy(argument) if isinstance(argument, list) else argument for argument in args]
+        result = function(*args, **kwargs)
+        if result is None:
+            raise AssertionError(
+                f"{name} returned None; it should {promise or 'return its answer'} (a missing return?)"
+            )
+        return result
+
+    return call
+
+
 def lessons_with_exercises():
     return sorted(path.name[5:7] for path in EXERCISES.glob("check[0-9][0-9]_*.py"))
 
@@ -71,21 +128,29 @@ def find_file(lesson, solutions):
     return matches[0]
 
 
-def run(lesson, path):
-    """Run every check of a lesson on the file; returns (passed, total)."""
+def run(lesson, path, seconds=TIME_LIMIT):
+    """Run every check of a lesson on the file, each within `seconds`; returns (passed, total)."""
     print(f"lesson {lesson}: {path}")
-    lesson_checks = checks(lesson)
+    lesson_checks, promised = checks(lesson), promises(lesson)
     try:
-        module = load_module(path)
-    except Exception as error:  # a syntax error in the student's file, say
+        with time_limit(seconds):
+            module = load_module(path)
+    except (Exception, SystemExit) as error:  # a syntax error in the student's file, say, or an exit() in it
         print(f"  could not import the file: {type(error).__name__}: {error}")
         return 0, len(lesson_checks)
+    for name, _, _ in lesson_checks:  # every exercise function, also where the student's own code calls it
+        if callable(getattr(module, name, None)):
+            setattr(module, name, guarded(getattr(module, name), name, promised.get(name)))
     passed = 0
     for number, (name, check, hint) in enumerate(lesson_checks, start=1):
         try:
             if not hasattr(module, name):
                 raise AssertionError(f"the file has no function {name}")
-            measured = check(module)  # an experiment's check returns what it measured, to print beside the verdict
+            with time_limit(seconds):
+                measured = check(module)  # an experiment's check returns what it measured, to print with the verdict
+        except SystemExit:
+            print(f"  [fail] {number}. {name}: it called exit(); an exercise returns its answer, it does not end the "
+                  "program")  # fmt: skip
         except NotImplementedError:
             print(f"  [todo] {number}. {name}: not done yet: replace its TODO (the hint comes after a first try)")
         except Exception as error:
@@ -104,11 +169,14 @@ def main(argv=None):
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--solutions", action="store_true", help="check the reference solutions instead")
     group.add_argument("--file", type=Path, help="check this file instead of lessons/exercises/exNN_*.py")
+    parser.add_argument("--time-limit", type=float, default=TIME_LIMIT, help=f"seconds per exercise ({TIME_LIMIT})")
     args = parser.parse_args(argv)
+    if args.file and (args.file.suffix != ".py" or not args.file.is_file()):
+        raise LoraxsError(f"--file {args.file}: give an existing Python file (.py) holding the exercise functions")
     lessons = known if args.lesson == "all" else [args.lesson.zfill(2)]
     if any(lesson not in known for lesson in lessons):
         raise LoraxsError(f"no lesson {args.lesson!r}; the lessons with exercises are {', '.join(known)}")
-    totals = [run(lesson, args.file or find_file(lesson, args.solutions)) for lesson in lessons]
+    totals = [run(lesson, args.file or find_file(lesson, args.solutions), args.time_limit) for lesson in lessons]
     passed, total = (sum(column) for column in zip(*totals))
     return 0 if passed == total else 1
 

@@ -21,13 +21,13 @@ The grammar of --rank and --alpha:
 import argparse
 import difflib
 import math
-import os
 import warnings
 from pathlib import Path
 
 from .adapters import METHODS, SVD_METHODS, AdapterConfig, LoRAXSLinear, adapter_methods
 from .adapters.config import method_settings
 from .errors import LoraxsError
+from .files import check_writable_folder
 from .recipe import DEFAULT_BATCH_SIZE, DEFAULT_STEPS
 
 MAX_STEPS = 10_000_000  # far beyond any class; the data order for every step is drawn up front
@@ -221,11 +221,7 @@ def check_outputs(out, names, task_name, no_save):
     write is a folder. A run is never lost to a bad --out after it trained.
     """
     out = Path(out)
-    existing = next(folder for folder in (out, *out.absolute().parents) if folder.exists())  # made only when written
-    if not existing.is_dir():
-        raise LoraxsError(f"--out {out}: {existing} is a file, not a folder; choose a folder for the results")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise LoraxsError(f"--out {out}: this user cannot write in {existing}; choose another folder")
+    check_writable_folder(out, "--out")
     paths = [out / f"{name}.{suffix}" for name in names for suffix in ("json", "safetensors")]
     paths += [out / f"comparison-{task_name}.{suffix}" for suffix in ("md", "json", "csv", "png")]
     for path in paths:

@@ -18,6 +18,7 @@ A task is scored one of two ways, chosen from its data:
 
 import json
 import random
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -145,6 +146,7 @@ def load_task(name_or_path, tasks=None):
     for split in SPLITS:
         if not splits[split]:
             raise LoraxsError(f"{source}: the {split} split is empty; it needs more examples")
+    warn_about_seen_examples(splits)
     return Task(source.name.removesuffix(".jsonl"), {split: splits[split] for split in SPLITS}, find_labels(splits))
 
 
@@ -154,6 +156,19 @@ def set_aside(examples, fraction):
     random.Random(0).shuffle(shuffled)
     count = max(1, round(len(shuffled) * fraction)) if len(shuffled) > 1 else 0
     return shuffled[count:], shuffled[:count]
+
+
+def warn_about_seen_examples(splits):
+    """One warning for each held-out split that repeats training examples: on those, accuracy measures memory."""
+    seen = {(example.prompt, example.completion) for example in splits["train"]}
+    for split in ("validation", "test"):
+        repeated = [example for example in splits[split] if (example.prompt, example.completion) in seen]
+        if repeated:
+            warnings.warn(
+                f"{len(repeated)} of the {len(splits[split])} {split} examples are also training examples (first: "
+                f"{repeated[0].source}); on those, accuracy measures what the model memorised, not what it learned",
+                stacklevel=3,
+            )
 
 
 def find_labels(splits):

@@ -45,8 +45,19 @@ def label_log_likelihoods(model, examples, labels, batch_size=32, progress=False
     The model reads prompt + label[:-1]; the position before each label token
     predicts it. Only those positions go through the head (V = 50,257 columns
     each), not the whole sequence.
+
+    When one label begins with another's tokens (" 4" and " 4.5"), the labels
+    alone cannot be compared: p(" 4" ".5") = p(" 4") p(".5" | " 4") can never
+    beat p(" 4"), so the shorter would always win. Then every label is scored
+    as the whole completion the model was trained on, label and the closing
+    <|endoftext|>: p(" 4" <|endoftext|>) against p(" 4" ".5" <|endoftext|>).
+    Labels of which none begins another (the shipped tasks' " positive" and
+    " negative") are compared by their own tokens, which is also what the one-pass
+    aside below needs.
     """
     label_tokens = [encode(label) for label in labels]
+    if any(a != b and b[: len(a)] == a for a in label_tokens for b in label_tokens):  # one label begins another
+        label_tokens = [tokens + [END_OF_TEXT] for tokens in label_tokens]
     if all(len(tokens) == 1 for tokens in label_tokens):
         return single_token_label_log_likelihoods(model, examples, label_tokens, batch_size, progress)
     device = next(model.parameters()).device

@@ -67,7 +67,7 @@ from .adapters.qkv import PARTS
 from .adapters.saving import read_adapter_config
 from .cli import ArgumentParser
 from .errors import LoraxsError, friendly_errors
-from .files import atomic_write
+from .files import atomic_write, check_writable_folder
 from .model import PRETRAINED
 from .pretrained import load_pretrained
 from .safetensors_file import load_file, parse_json, save_file
@@ -127,11 +127,15 @@ def peft_settings(base_name, targets, settings):
 def peft_adapter(model, base_name, as_lora_only=False):
     """(adapter_config.json's dict, the tensors) for the model's adapter; refuses what PEFT cannot express."""
     config = getattr(model, "adapter_config", None)
-    if config is None or not issubclass(config.method_class, AdaptedLinear):
-        method = config.method if config else "none"
+    if config is None:
         raise LoraxsError(
-            f"a {method!r} model has no adapter to export: full fine-tuning changes every weight, so merge nothing "
-            "and write the whole model with save_pretrained(model, folder), which transformers opens as it is"
+            "this model has no adapters (a plain model, or one whose adapters were merged): there is nothing to "
+            "export; add_adapters or load_adapters first, or write the whole model with save_pretrained"
+        )
+    if not issubclass(config.method_class, AdaptedLinear):
+        raise LoraxsError(
+            f"a {config.method!r} model has no adapter to export: {config.method_class.display_name} adds none, so "
+            "write the whole model with save_pretrained(model, folder), which transformers opens as it is"
         )
     layers = adapted_layers(model)
     native = None if as_lora_only else config.method_class.peft_format(layers, config)
@@ -146,15 +150,117 @@ def peft_adapter(model, base_name, as_lora_only=False):
     return peft_settings(base_name, layers, settings), tensors
 
 
+# A folder that holds any of these is a model's: an adapter written there would be loaded with the model from then on.
+MODEL_FILES = ("config.json", "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+
+
+def check_destination(folder):
+    """Before anything is written: a folder this user can write, holding no model, with no folder in the files' way."""
+    check_writable_folder(folder, "the destination")
+    held = [name for name in MODEL_FILES if (folder / name).exists()]
+    if held:
+        raise LoraxsError(
+            f"{folder} holds a model ({held[0]}); an adapter written there would be loaded with that model from then "
+            "on (transformers reads adapter_config.json in a model's folder). Choose a folder of the adapter's own"
+        )
+    for name in (CONFIG_FILE, TENSOR_FILE):
+        if (folder / name).is_dir():
+            raise LoraxsError(
+                f"{folder / name} is a folder, but the export writes a file there; move it or choose another"
+            )
+
+
 def export_to_peft(model, folder, base_name, as_lora=False):
     """Write the model's adapter as a PEFT adapter folder. Returns the two files' sizes in bytes."""
-    settings, tensors = peft_adapter(model, base_name, as_lora)  # checked and built before anything is written
     folder = Path(folder)
+    check_destination(folder)
+    settings, tensors = peft_adapter(model, base_name, as_lora)  # checked and built before anything is written
     folder.mkdir(parents=True, exist_ok=True)
     save_file({name: tensor.detach().cpu().contiguous() for name, tensor in tensors.items()}, folder / TENSOR_FILE)
     with atomic_write(folder / CONFIG_FILE, "w") as file:
         json.dump(settings, file, indent=2)
     return {name: (folder / name).stat().st_size for name in (CONFIG_FILE, TENSOR_FILE)}
+
+
+# What a PEFT LoRA folder may set and still be the plain LoRA we reproduce: init_lora_weights of these kinds change only
+# how A and B start (PiSSA, OLoRA, CorDA and LoftQ change the base weights too; MiCA runs another forward), and every
+# setting below, when set, makes the adapter compute something a plain LoRA does not.
+PLAIN_INITS = (True, False, "gaussian", "orthogonal", "eva")
+NOT_PLAIN = ("use_dora", "rank_pattern", "alpha_pattern", "modules_to_save", "layers_to_transform", "layer_replication",
+             "alora_invocation_tokens", "lora_bias", "use_qalora", "target_parameters", "trainable_token_indices",
+             "arrow_config", "megatron_config")  # fmt: skip
+LORA_TENSOR = re.compile(r"base_model\.model\.(?P<layer>.+)\.lora_(?P<part>[AB])\.weight")
+
+
+def read_peft_lora(folder):
+    """(settings, tensors, layer names) of a PEFT LoRA folder, every setting and name checked; refuses the rest."""
+    for name in (CONFIG_FILE, TENSOR_FILE):
+        if not (folder / name).is_file():
+            raise LoraxsError(f"{folder} has no {name}: a PEFT adapter folder holds {CONFIG_FILE} and {TENSOR_FILE}")
+    try:
+        text = (folder / CONFIG_FILE).read_bytes().decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise LoraxsError(f"{folder / CONFIG_FILE} is not UTF-8 text ({error.reason} at byte {error.start})") from None
+    settings = parse_json(text, f"{folder / CONFIG_FILE}")
+    kind = settings.get("peft_type") if isinstance(settings, dict) else None
+    if kind != "LORA":
+        if isinstance(kind, str) and kind.upper() == "LORA":
+            raise LoraxsError(f"{folder}: its peft_type is {kind!r}; PEFT writes and reads 'LORA' (capitals)")
+        raise LoraxsError(f"{folder} holds a PEFT {kind or 'unknown'} adapter; only LoRA adapters can be imported")
+    unplain = [key for key in NOT_PLAIN if settings.get(key)] + (
+        ["bias"] if settings.get("bias", "none") != "none" else []
+    )
+    init = settings.get("init_lora_weights", True)
+    if unplain or not any(init is plain or init == plain for plain in PLAIN_INITS):
+        what = ", ".join(unplain) if unplain else f"init_lora_weights={init!r} (it changes more than where A, B start)"
+        raise LoraxsError(f"{folder}: a LoRA with {what} is more than a plain LoRA; this project cannot reproduce it")
+    rank, alpha, dropout = settings.get("r"), settings.get("lora_alpha"), settings.get("lora_dropout", 0.0)
+    if type(rank) is not int or rank < 1 or type(alpha) not in (int, float) or not alpha > 0:
+        raise LoraxsError(f"{folder}: r and lora_alpha should be positive numbers, got {rank!r} and {alpha!r}")
+    if type(dropout) not in (int, float):
+        raise LoraxsError(f"{folder}: lora_dropout should be a number, got {dropout!r}")
+
+    tensors = load_file(folder / TENSOR_FILE)[0]
+    layers = {}  # layer -> the parts found
+    for key in tensors:
+        match = LORA_TENSOR.fullmatch(key)
+        if not match:
+            raise LoraxsError(
+                f"{folder / TENSOR_FILE} holds {key!r}, which is no LoRA tensor (lora_A or lora_B.weight)"
+            )
+        layers.setdefault(match["layer"], set()).add(match["part"])
+    for layer, parts in sorted(layers.items()):
+        if parts != {"A", "B"}:
+            raise LoraxsError(f"{folder / TENSOR_FILE} holds lora_{parts.pop()} of {layer} but not its partner")
+        if not layer.startswith("transformer.h."):
+            raise LoraxsError(
+                f"{folder}: it adapts {layer!r}; an adapter imported here adapts the blocks of GPT2LMHeadModel "
+                "(transformer.h.N...): one made on GPT2Model (h.N...) or on lm_head is another model's"
+            )
+        excluded = settings.get("exclude_modules")
+        if not peft_targets(settings.get("target_modules"), layer) or (excluded and peft_targets(excluded, layer)):
+            raise LoraxsError(
+                f"{folder}: its target_modules {settings.get('target_modules')!r} (less exclude_modules) does not name "
+                f"{layer}, whose tensors it holds; PEFT would leave them out. The config and the tensors disagree"
+            )
+    if not layers:
+        raise LoraxsError(f"{folder / TENSOR_FILE} holds no LoRA tensors")
+    return settings, tensors, sorted(layers)
+
+
+def peft_targets(target_modules, layer):
+    """Does PEFT's target_modules take this layer? A string is a regular expression for the whole name; a list names
+    the layers' ends ("c_attn" takes "transformer.h.0.attn.c_attn"); "all-linear" every linear layer but the head."""
+    if target_modules == "all-linear":
+        return True
+    if isinstance(target_modules, str):
+        try:
+            return re.fullmatch(target_modules, layer) is not None
+        except re.error as error:
+            raise LoraxsError(f"target_modules {target_modules!r} is not a regular expression ({error})") from None
+    if isinstance(target_modules, list):
+        return any(isinstance(end, str) and (layer == end or layer.endswith(f".{end}")) for end in target_modules)
+    return False
 
 
 def import_peft_lora(model, folder):
@@ -163,33 +269,12 @@ def import_peft_lora(model, folder):
     checked before the model changes: a refused import leaves it as it was.
     """
     folder = Path(folder)
-    for name in (CONFIG_FILE, TENSOR_FILE):
-        if not (folder / name).is_file():
-            raise LoraxsError(f"{folder} has no {name}: a PEFT adapter folder holds {CONFIG_FILE} and {TENSOR_FILE}")
-    settings = parse_json((folder / CONFIG_FILE).read_text(encoding="utf-8"), f"{folder / CONFIG_FILE}")
-    if not isinstance(settings, dict) or settings.get("peft_type") != "LORA":
-        kind = settings.get("peft_type") if isinstance(settings, dict) else None
-        raise LoraxsError(f"{folder} holds a PEFT {kind or 'unknown'} adapter; only LoRA adapters can be imported")
-    unsupported = [key for key in ("use_dora", "rank_pattern", "alpha_pattern", "modules_to_save",
-                                   "layers_to_transform", "layer_replication") if settings.get(key)]  # fmt: skip
-    if settings.get("bias", "none") != "none":
-        unsupported.append("bias")
-    if unsupported:
-        raise LoraxsError(
-            f"{folder}: a LoRA with {', '.join(unsupported)} set is more than a plain LoRA; cannot import"
-        )
-    rank, alpha = settings.get("r"), settings.get("lora_alpha")
-    if type(rank) is not int or rank < 1 or type(alpha) not in (int, float) or not alpha > 0:
-        raise LoraxsError(f"{folder}: r and lora_alpha should be positive numbers, got {rank!r} and {alpha!r}")
+    settings, tensors, names = read_peft_lora(folder)
+    rank, alpha = settings["r"], settings["lora_alpha"]
     if settings.get("use_rslora"):  # rsLoRA scales by alpha / sqrt(r); ours scales by alpha / r
         alpha = alpha * math.sqrt(rank)
-
-    tensors = load_file(folder / TENSOR_FILE)[0]
-    names = sorted({key[len(PREFIX) :].rsplit(".lora_", 1)[0] for key in tensors if key.startswith(PREFIX)})
-    expected = {f"{PREFIX}{name}.lora_{part}.weight" for name in names for part in "AB"}
-    if not names or set(tensors) != expected:
-        raise LoraxsError(f"{folder / TENSOR_FILE} does not hold PEFT LoRA tensors (lora_A and lora_B per layer)")
-    config = AdapterConfig(LoRALinear.name, rank, float(alpha), names, float(settings.get("lora_dropout", 0.0)))
+    dropout = float(settings.get("lora_dropout", 0.0))
+    config = AdapterConfig(LoRALinear.name, rank, float(alpha), names, dropout)
     layers = check_adapters(model, config)  # every name must be one of our linear layers
     for name, layer in layers.items():
         A, B = tensors[f"{PREFIX}{name}.lora_A.weight"], tensors[f"{PREFIX}{name}.lora_B.weight"]
@@ -236,8 +321,7 @@ def main(argv=None):
     parser.add_argument("--as-lora", action="store_true", help="write any method as an exact LoRA")
     parser.add_argument("--check", action="store_true", help="load the folder with transformers + PEFT, compare logits")
     args = parser.parse_args(argv)
-    if args.to.exists() and not args.to.is_dir():
-        raise LoraxsError(f"--to {args.to} is a file; give a folder")
+    check_destination(args.to)  # before the base model loads, and again before writing
     if not args.adapter.is_file():
         raise LoraxsError(f"{args.adapter} is not a file; give an adapter file written by train.py")
     read_adapter_config(args.adapter)  # not one of ours: one clear line before the base model loads

@@ -98,7 +98,11 @@ def read_header(path):
             header_bytes = file.read(header_size)
     except OSError as error:
         raise LoraxsError(f"cannot read {path}: {error.strerror}") from None
-    header = parse_json(header_bytes, f"{problem}: its header")
+    try:  # strict UTF-8, as the format says: json.loads alone would also take a byte-order mark, UTF-16 or surrogates
+        header_text = header_bytes.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise LoraxsError(f"{problem}: its header is not valid UTF-8 ({error.reason} at byte {error.start})") from None
+    header = parse_json(header_text, f"{problem}: its header")
     if not isinstance(header, dict):
         raise LoraxsError(f"{problem}: its header is not a JSON object")
 

@@ -162,3 +162,46 @@ def test_an_example_longer_than_the_context_names_its_line(tmp_path):
     write(folder / "test.jsonl", lines)
     with pytest.raises(LoraxsError, match=r"test.jsonl, line 4: this example has 202 tokens, more than .* 128"):
         check_fits(load_task(folder), 128)
+
+
+class NextTokenTable(torch.nn.Module):
+    """A stand-in model that predicts, after each token, the one a table gives (log-probability ~0; others ~-20)."""
+
+    def __init__(self, table):
+        super().__init__()
+        self.table = table
+        self.anchor = torch.nn.Parameter(torch.zeros(1))  # scoring looks up the device of a parameter
+
+    def hidden_states(self, idx):
+        return idx.unsqueeze(-1).float()  # (b, T, 1): the token itself is all a position knows
+
+    def lm_head(self, hidden):
+        logits = torch.full((*hidden.shape[:-1], 50257), -20.0)
+        for position, token in enumerate(hidden[..., 0].long().flatten().tolist()):
+            logits.view(-1, 50257)[position, self.table.get(token, END_OF_TEXT)] = 20.0
+        return logits
+
+
+def test_a_label_that_begins_another_is_scored_with_its_end_so_the_longer_right_answer_can_win():
+    four, four_and_a_half = encode(" 4"), encode(" 4.5")
+    assert four_and_a_half[: len(four)] == four  # " 4.5" begins with " 4": the case in point
+    prompt = encode("Rating:")
+    # The model's greedy answer is " 4.5" and then the end: " 4" -> "." -> "5" -> <|endoftext|>.
+    table = {prompt[-1]: four[0], four_and_a_half[0]: four_and_a_half[1], four_and_a_half[1]: four_and_a_half[2]}
+    examples = [Example("Rating:", " 4.5", prompt, four_and_a_half)]
+    scores = label_log_likelihoods(NextTokenTable(table), examples, [" 4", " 4.5", " 5"])
+    assert scores.argmax(dim=1).tolist() == [1]  # " 4.5", as greedy decoding would answer
+    assert scores[0, 1] > -1e-3  # the whole completion, end included, is what the model expects
+
+
+def test_held_out_examples_that_are_also_training_examples_are_pointed_out(tmp_path):
+    lines = [{"prompt": f"Is {i} even?", "completion": " yes" if i % 2 == 0 else " no"} for i in range(20)]
+    folder = tmp_path / "task"
+    folder.mkdir()
+    for split, chosen in (("train", lines), ("test", lines[:3]), ("validation", lines[10:12])):
+        (folder / f"{split}.jsonl").write_text("".join(json.dumps(line) + "\n" for line in chosen))
+    with pytest.warns(UserWarning) as caught:
+        load_task(folder)
+    messages = [str(warning.message) for warning in caught]
+    assert any(message.startswith("3 of the 3 test examples are also training examples") for message in messages)
+    assert any(message.startswith("2 of the 2 validation examples") for message in messages)

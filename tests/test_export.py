@@ -1,5 +1,7 @@
 """Export to PEFT's format and import from it: the same logits on both sides, and one clear line for bad input."""
 
+import json
+import re
 import subprocess
 import sys
 
@@ -8,8 +10,10 @@ import torch
 
 from conftest import ROOT, tiny_gpt
 from loraxs_mini.adapters import EVERY_LINEAR_SPLIT_QKV, AdapterConfig, add_adapters, save_adapters
+from loraxs_mini.errors import LoraxsError
 from loraxs_mini.export import export_to_peft, import_peft_lora
 from loraxs_mini.pretrained import load_pretrained, save_pretrained
+from loraxs_mini.safetensors_file import load_file, save_file
 
 peft = pytest.importorskip("peft")
 transformers = pytest.importorskip("transformers")
@@ -124,3 +128,104 @@ def test_bad_input_is_one_error_line_and_writes_nothing(hf_tiny, tmp_path):
         assert result.returncode == 1 and len(lines) == 1 and lines[0].startswith("error:"), (what, result.stderr)
         assert words in lines[0], (what, lines[0])
         assert not (tmp_path / "out").exists(), what
+
+
+def listing(folder):
+    return sorted(str(path.relative_to(folder)) for path in folder.rglob("*"))
+
+
+def test_a_bad_destination_is_refused_before_anything_is_written(hf_tiny, tmp_path):
+    _, folder = hf_tiny
+    model = trained(add_adapters(load_pretrained(folder), "loraxs", rank=4))
+    base_copy = tmp_path / "base"
+    load_pretrained(folder)  # the base itself stays untouched: refuse a copy of it
+    transformers.GPT2LMHeadModel.from_pretrained(folder).save_pretrained(base_copy)
+    (tmp_path / "a-file").write_text("")
+    (tmp_path / "blocked" / "adapter_config.json").mkdir(parents=True)
+    cases = {  # destination: the words of the one error
+        tmp_path / "a-file" / "out": "a-file is a file, not a folder",
+        tmp_path / "a-file": "a-file is a file, not a folder",
+        base_copy: "holds a model (config.json)",
+        tmp_path / "blocked": "adapter_config.json is a folder",
+    }
+    for destination, words in cases.items():
+        before = listing(tmp_path)
+        with pytest.raises(LoraxsError, match=re.escape(words)):
+            export_to_peft(model, destination, str(folder))
+        assert listing(tmp_path) == before, destination
+    result = export_command(tmp_path / "none.safetensors", base_copy, base_copy)  # the base's own folder, by command
+    assert result.returncode == 1 and "holds a model" in result.stderr and listing(tmp_path) == before
+
+
+def test_a_model_without_adapters_is_told_so_not_about_full_fine_tuning(hf_tiny, tmp_path):
+    _, folder = hf_tiny
+    with pytest.raises(LoraxsError, match="has no adapters \\(a plain model, or one whose adapters were merged\\)"):
+        export_to_peft(load_pretrained(folder), tmp_path / "out", str(folder))
+
+
+def peft_folder(hf_tiny, tmp_path, **settings):
+    """A real PEFT LoRA folder for the tiny model, its tensors moved off their start."""
+    hf_model, folder = hf_tiny
+    config = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["c_attn", "c_proj", "c_fc"], fan_in_fan_out=True,
+                             **settings)  # fmt: skip
+    theirs = trained(peft.get_peft_model(type(hf_model).from_pretrained(folder), config))
+    theirs.save_pretrained(tmp_path / "peft")
+    return theirs, tmp_path / "peft"
+
+
+def edit_config(path, **changes):
+    settings = json.loads((path / "adapter_config.json").read_text())
+    (path / "adapter_config.json").write_text(json.dumps({**settings, **changes}))
+
+
+def edit_tensors(path, rename=None, extra=None, drop=None):
+    tensors, metadata = load_file(path / "adapter_model.safetensors")
+    tensors = {rename(name) if rename else name: tensor for name, tensor in tensors.items() if name != drop}
+    save_file({**tensors, **(extra or {})}, path / "adapter_model.safetensors", metadata)
+
+
+IMPORT_REFUSALS = {  # case: (edit of a real PEFT folder, the words of the one error)
+    "PiSSA-style init": (lambda p: edit_config(p, init_lora_weights="pissa"), "init_lora_weights='pissa'"),
+    "activated LoRA": (lambda p: edit_config(p, alora_invocation_tokens=[1, 2]), "alora_invocation_tokens"),
+    "lora_bias": (lambda p: edit_config(p, lora_bias=True), "lora_bias"),
+    "targets disagree": (lambda p: edit_config(p, target_modules=["c_fc"]), "does not name transformer.h.0.attn"),
+    "excluded": (lambda p: edit_config(p, exclude_modules=["c_fc"]), "does not name transformer.h.0.mlp.c_fc"),
+    "lower-case type": (lambda p: edit_config(p, peft_type="lora"), "PEFT writes and reads 'LORA'"),
+    "null dropout": (lambda p: edit_config(p, lora_dropout=None), "lora_dropout should be a number"),
+    "not UTF-8": (lambda p: (p / "adapter_config.json").write_bytes(b"\xff" + (p / "adapter_config.json").read_bytes()),
+                  "is not UTF-8 text"),
+    "made on GPT2Model": (lambda p: edit_tensors(p, rename=lambda name: name.replace(".transformer.h.", ".h.")),
+                          "one made on GPT2Model"),
+    "lm_head": (lambda p: edit_tensors(p, extra={"base_model.model.lm_head.lora_A.weight": torch.zeros(4, 64),
+                                                 "base_model.model.lm_head.lora_B.weight": torch.zeros(50257, 4)}),
+                "on lm_head is another model's"),
+    "a lone lora_A": (lambda p: edit_tensors(p, drop="base_model.model.transformer.h.0.mlp.c_proj.lora_B.weight"),
+                      "but not its partner"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", IMPORT_REFUSALS)
+def test_a_peft_folder_we_cannot_reproduce_is_refused_in_one_line_and_the_model_unchanged(hf_tiny, tmp_path, case):
+    _, path = peft_folder(hf_tiny, tmp_path)
+    edit, words = IMPORT_REFUSALS[case]
+    edit(path)
+    model = load_pretrained(hf_tiny[1])
+    before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    with pytest.raises(LoraxsError, match=re.escape(words)):
+        import_peft_lora(model, path)
+    after = model.state_dict()
+    assert after.keys() == before.keys() and all(torch.equal(after[name], before[name]) for name in before)
+
+
+@pytest.mark.parametrize("settings", [dict(init_lora_weights="gaussian"), dict(target_modules="all-linear")])
+def test_a_peft_folder_we_can_reproduce_gives_peft_s_logits(hf_tiny, prompt, tmp_path, settings):
+    if "target_modules" in settings:  # all-linear: every linear layer of the blocks, as ours adapt them
+        theirs, path = peft_folder(hf_tiny, tmp_path)
+        edit_config(path, target_modules="all-linear")
+    else:
+        theirs, path = peft_folder(hf_tiny, tmp_path, **settings)
+    ours = import_peft_lora(load_pretrained(hf_tiny[1]), path).eval()
+    reloaded = peft.PeftModel.from_pretrained(transformers.GPT2LMHeadModel.from_pretrained(hf_tiny[1]), path).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(ours(prompt)[0], reloaded(prompt).logits, atol=1e-4, rtol=0)
+        torch.testing.assert_close(ours(prompt)[0], theirs.eval()(prompt).logits, atol=1e-4, rtol=0)

@@ -166,3 +166,33 @@ def test_each_lesson_header_gives_the_time_the_lessons_readme_gives():
             unit = "s" if header.group(2) == "second" else "min"
             row = next(line for line in table.splitlines() if line.startswith(f"| [{lesson.name}]"))
             assert f"| {header.group(1)} {unit} |" in row, (lesson.name, header.group(0), row)
+
+
+# What a student's file can do to the checker, and what the checker must say: (lesson, file text, words expected).
+CHECKER_CASES = {
+    "exit in an exercise": ("02", "def conv1d_to_linear(weight):\n    exit()\n",
+                            "[fail] 1. conv1d_to_linear: it called exit()"),
+    "exit on import": ("02", "exit()\n", "could not import the file: SystemExit"),
+    "never returns": ("02", "def conv1d_to_linear(weight):\n    while True:\n        pass\n",
+                      "still running after 1 s"),
+    "no return": ("02", "def conv1d_to_linear(weight):\n    weight.T\n",
+                  "conv1d_to_linear returned None; it should return the weight that makes"),
+    "right, but changes its input": ("02", "def conv1d_to_linear(weight):\n    return weight.t_()\n",
+                                     "[pass] 1. conv1d_to_linear: passed"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", CHECKER_CASES)
+def test_the_checker_survives_what_a_student_file_does_and_says_what_happened(case, tmp_path, capsys):
+    lesson, text, words = CHECKER_CASES[case]
+    path = tmp_path / f"ex{lesson}_attempt.py"
+    path.write_text(text)
+    check.run(lesson, path, seconds=1)
+    assert words in capsys.readouterr().out
+
+
+def test_the_checker_refuses_a_file_that_is_not_python_in_one_line(tmp_path):
+    (tmp_path / "ex01.txt").write_text("def f(): pass\n")
+    result = subprocess.run([sys.executable, "lessons/check.py", "01", "--file", tmp_path / "ex01.txt"], cwd=ROOT,
+                            capture_output=True, text=True)  # fmt: skip
+    assert result.returncode == 1 and result.stderr.startswith("error: --file") and "Traceback" not in result.stderr

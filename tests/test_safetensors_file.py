@@ -94,6 +94,8 @@ def test_a_well_formed_hand_written_file_reads(tmp_path):
         ("repeated_metadata", "the key '__metadata__' appears twice"),
         ("gap_between_tensors", "the 4 bytes before 'b' belong to no tensor"),
         ("trailing_bytes", "the 4 bytes at its end belong to no tensor"),
+        ("byte_order_mark", "not valid JSON"),
+        ("not_utf8", "its header is not valid UTF-8"),
     ],
 )
 def test_malformed_files_give_a_clear_error(tmp_path, case, message):
@@ -142,6 +144,10 @@ def test_malformed_files_give_a_clear_error(tmp_path, case, message):
         entries = {"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]},
                    "b": {"dtype": "F32", "shape": [2], "data_offsets": [8, 16]}}  # fmt: skip
         write_raw(path, entries, data)
+    elif case == "byte_order_mark":  # the official reader refuses it too: the header is JSON in UTF-8, nothing before
+        write_raw(path, b"\xef\xbb\xbf" + json.dumps({"w": GOOD_ENTRY}).encode(), data)
+    elif case == "not_utf8":  # a lone continuation byte inside a key
+        write_raw(path, b'{"w\x80": ' + json.dumps(GOOD_ENTRY).encode() + b"}", data)
     elif case == "trailing_bytes":
         write_raw(path, {"w": {"dtype": "F32", "shape": [3], "data_offsets": [0, 12]}}, data)
     with pytest.raises(LoraxsError, match=message) as error:
