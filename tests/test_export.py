@@ -1,5 +1,6 @@
 """Export to PEFT's format and import from it: the same logits on both sides, and one clear line for bad input."""
 
+import copy
 import json
 import re
 import subprocess
@@ -90,8 +91,7 @@ def test_the_command_writes_a_folder_peft_loads(hf_tiny, tmp_path):
 def test_check_compares_in_float32_when_the_base_is_stored_in_float16(hf_tiny, tmp_path):
     hf_model, _ = hf_tiny
     half = tmp_path / "half"  # as the Hub stores GPT-2: float16 weights
-    hf_model.half().save_pretrained(half)
-    hf_model.float()  # the fixture's model is shared: give it back as it was
+    copy.deepcopy(hf_model).half().save_pretrained(half)  # a copy: the fixture's model is shared by other tests
     save_adapters(trained(add_adapters(load_pretrained(half), "loraxs", rank=4)), tmp_path / "a.safetensors")
     result = export_command(tmp_path / "a.safetensors", half, tmp_path / "out", "--check")
     assert result.returncode == 0, result.stderr
