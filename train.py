@@ -50,9 +50,11 @@ TASKS = Path(__file__).parent / "data"  # the shipped toy tasks
 ZERO_SHOT_TOLERANCE = 2e-2
 
 
-def fine_tune(model, task, steps, batch_size, learning_rate, seed, device):
+def fine_tune(model, task, steps, batch_size, learning_rate, seed, device, eval_every=0):
     """
-    The training loop. Returns the loss of every step and the number of tokens read.
+    The training loop. Returns the loss of every step, the number of tokens read, and the validation accuracy
+    every `eval_every` steps (0: never) with the seconds spent scoring it. Scoring changes neither the weights
+    nor the order of the batches: a run gives the same result with and without it.
 
     Under torchrun `model` is wrapped in DDP: every process draws the same global batch and takes its own rows
     (process p takes p, p + N, ...), and DDP averages the N gradients during backward. Weighting each process's
@@ -62,7 +64,7 @@ def fine_tune(model, task, steps, batch_size, learning_rate, seed, device):
     process, world_size = world()
     trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=learning_rate, weight_decay=0.0)  # AdamW's default would be 0.01
-    train, losses, tokens = task.splits["train"], [], 0
+    train, losses, tokens, evaluations, scoring = task.splits["train"], [], 0, [], 0.0
     model.train()
     bar = tqdm(batch_order(len(train), steps, batch_size, seed), "training", disable=process != 0, dynamic_ncols=True)
     for step, indices in enumerate(bar):
@@ -82,7 +84,11 @@ def fine_tune(model, task, steps, batch_size, learning_rate, seed, device):
         losses.append(batch_loss(loss, world_size, step))
         tokens += sum(len(example) for example in examples)
         bar.set_postfix(loss=f"{sum(losses[-10:]) / len(losses[-10:]):.3f}")
-    return losses, tokens
+        if eval_every and (step + 1) % eval_every == 0 and step + 1 < steps:  # the last step is scored after the loop
+            started = time.perf_counter()
+            evaluations.append({"step": step + 1, "validation": accuracy(model, task, "validation", device)})
+            scoring += time.perf_counter() - started  # accuracy() puts the model back in training mode
+    return losses, tokens, evaluations, scoring
 
 
 def batch_loss(loss, world_size, step):
@@ -122,6 +128,8 @@ def main(argv=None):
     say(task.describe())
     steps = training_steps(args, len(task.splits["train"]), world_size)  # --steps, or --epochs of this task
     rates = [args.lr or default_learning_rate(adapter.method, adapter.rank) for adapter in runs]
+    # Learning curves in every comparison: the validation accuracy at 6 points of the budget (--eval-every to change).
+    eval_every = args.eval_every if args.eval_every is not None else (max(1, steps // 6) if len(runs) > 1 else 0)
     base = base_model(args.init_from).to(device).eval()  # loaded once, copied for each run
     check_fits(task, base.config.block_size)
     for adapter in runs:  # every rank and target against this model, before anything trains
@@ -155,7 +163,7 @@ def main(argv=None):
             before = {split: accuracy(model, task, split, device, progress=True) for split in ("validation", "test")}
         say(f"zero-shot accuracy: validation {before['validation']:.3f}, test {before['test']:.3f}")
 
-        losses, tokens, seconds, final = [], 0, 0.0, before  # what trains nothing scores as it started
+        losses, tokens, seconds, final, curve = [], 0, 0.0, before, []  # what trains nothing scores as it started
         if trains:
             trained = model
             if world_size > 1:
@@ -164,9 +172,13 @@ def main(argv=None):
             if args.compile:
                 trained = torch.compile(trained)
             training_started = time.perf_counter()
-            losses, tokens = fine_tune(trained, task, steps, args.batch_size, learning_rate, adapter.seed, device)
-            seconds = time.perf_counter() - training_started
+            losses, tokens, curve, scoring = fine_tune(
+                trained, task, steps, args.batch_size, learning_rate, adapter.seed, device, eval_every
+            )
+            seconds = time.perf_counter() - training_started - scoring
             final = {split: accuracy(model, task, split, device, progress=True) for split in ("validation", "test")}
+            curve = [{"step": 0, "validation": before["validation"]}, *curve] if eval_every else []
+            curve += [{"step": steps, "validation": final["validation"]}] if eval_every else []
         saved = trains and not args.no_save and process == 0  # the adapter file: only the trained tensors
         adapter_bytes = save_adapters(model, out / f"{name}.safetensors", frozen=args.save_frozen) if saved else 0
         result = {
@@ -177,7 +189,7 @@ def main(argv=None):
             "base_parameters": base_count, "trainable_share": trainable / base_count, "initial_change": change,
             "zero_shot_accuracy": before, "accuracy": final, "first_loss": losses[0] if losses else None,
             "final_loss": sum(losses[-10:]) / len(losses[-10:]) if losses else None, "losses": losses,
-            "training_seconds": seconds, "wall_seconds": time.perf_counter() - run_started,
+            "evaluations": curve, "training_seconds": seconds, "wall_seconds": time.perf_counter() - run_started,
             "tokens_per_second": tokens / seconds if seconds else 0.0, "peak_memory_bytes": peak_memory_bytes(device),
             "adapter_file": str(out / f"{name}.safetensors") if saved else None,
             "adapter_bytes": adapter_bytes,

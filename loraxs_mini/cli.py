@@ -65,6 +65,8 @@ def parse_args(argv=None):
     budget.add_argument("--steps", type=positive(int, MAX_STEPS, "; a class run needs hundreds"),
                         help=f"optimizer steps (default {DEFAULT_STEPS})")  # fmt: skip
     budget.add_argument("--epochs", type=positive(float), help="passes over the training split, instead of steps")
+    add("--eval-every", type=at_least_zero, help="score validation accuracy every N steps, for the learning curves "
+        "(default: 6 points in a comparison, none in a single run; 0: none)")  # fmt: skip
     add("--lr", type=positive(float, 1, ": Adam would move every weight by about that much per step"),
         help="learning rate (default: per method and rank, see README)")  # fmt: skip
     add("--batch-size", type=positive(int), default=DEFAULT_BATCH_SIZE, help="examples per step, all devices")
@@ -76,6 +78,17 @@ def parse_args(argv=None):
     add("--no-save", action="store_true", help="do not write adapter files")
     add("--save-frozen", action="store_true", help="store the frozen tensors in adapter files too (exact anywhere)")
     return parser.parse_args(argv)
+
+
+def at_least_zero(text):
+    """An argparse type: a whole number, 0 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
 
 
 def positive(kind, at_most=None, why=""):
@@ -224,6 +237,7 @@ def check_outputs(out, names, task_name, no_save):
     check_writable_folder(out, "--out")
     paths = [out / f"{name}.{suffix}" for name in names for suffix in ("json", "safetensors")]
     paths += [out / f"comparison-{task_name}.{suffix}" for suffix in ("md", "json", "csv", "png")]
+    paths += [out / f"curves-{task_name}.png"]
     for path in paths:
         if path.is_dir():
             raise LoraxsError(f"{path} is a folder, but this command writes a file there; move it or change --out")

@@ -65,9 +65,47 @@ def aggregate(results):
                 "test": spread([run["accuracy"]["test"] for run in runs]),
                 "validation": spread([run["accuracy"]["validation"] for run in runs]),
                 "training_seconds": statistics.mean(run["training_seconds"] for run in runs),
+                "curve": curve([run.get("evaluations", []) for run in runs]),
+                "losses": loss_band([run.get("losses", []) for run in runs]),
             }
         )
     return rows
+
+
+def curve(evaluations):
+    """The validation accuracy at each step every seed was scored at: [{step, validation: {mean, std, values}}]."""
+    steps = sorted(set.intersection(*({point["step"] for point in points} for points in evaluations)))
+    by_step = [{point["step"]: point["validation"] for point in points} for points in evaluations]
+    return [{"step": step, "validation": spread([seed[step] for seed in by_step])} for step in steps]
+
+
+def loss_band(losses):
+    """Each step's training loss over the seeds: {mean, low, high} lists (the steps every seed has)."""
+    steps = min(len(seed) for seed in losses)
+    per_step = [[seed[step] for seed in losses] for step in range(steps)]
+    return {
+        "mean": [statistics.mean(values) for values in per_step],
+        "low": [min(values) for values in per_step],
+        "high": [max(values) for values in per_step],
+    }
+
+
+def still_improving(rows):
+    """
+    The methods (each at its best configuration) whose validation accuracy still rose over the last fifth of the
+    budget by more than the seed spread: mean(last) - mean(at 80%) > std(last) + std(at 80%). Needs 2+ seeds.
+    """
+    rising = []
+    for row in best_rows(rows).values():
+        points = row.get("curve", [])
+        if len(points) < 2 or points[-1]["validation"]["std"] is None:
+            continue
+        last = points[-1]
+        fifth = min(points[:-1], key=lambda point: abs(point["step"] - 0.8 * last["step"]))
+        gain = last["validation"]["mean"] - fifth["validation"]["mean"]
+        if gain > last["validation"]["std"] + fifth["validation"]["std"]:
+            rising.append(f"{row['label']} (+{gain:.3f} from step {fifth['step']} to {last['step']})")
+    return rising
 
 
 def mean_and_spread(accuracy):
@@ -95,10 +133,7 @@ def summary(rows):
     """Sentences: for each pair of methods, is the difference in test accuracy larger than the spread?"""
     if any(row["test"]["std"] is None for row in rows):
         return ["One seed per configuration: no spread to judge the differences by. Run with --seeds 3 to rank."]
-    best = {}  # method -> its configuration with the best mean validation accuracy
-    for row in rows:
-        if row["method"] not in best or row["validation"]["mean"] > best[row["method"]]["validation"]["mean"]:
-            best[row["method"]] = row
+    best = best_rows(rows)
     lines = [takeaway(list(best.values()))]
     for a, b in itertools.combinations(best.values(), 2):
         if b["test"]["mean"] > a["test"]["mean"]:
@@ -115,7 +150,22 @@ def summary(rows):
                 f"{a['label']} and {b['label']} cannot be ranked: {scores}, a difference of {difference:.3f}, "
                 f"within their spreads together ({spreads:.3f})."
             )
+    rising = still_improving(rows)
+    if rising:
+        lines.append(
+            f"Still improving at the end of the budget (validation accuracy rose over its last fifth by more than the "
+            f"seed spread): {', '.join(rising)}. A longer run may change where they stand."
+        )
     return lines
+
+
+def best_rows(rows):
+    """method -> its configuration with the best mean validation accuracy."""
+    best = {}
+    for row in rows:
+        if row["method"] not in best or row["validation"]["mean"] > best[row["method"]]["validation"]["mean"]:
+            best[row["method"]] = row
+    return best
 
 
 def takeaway(best):
@@ -149,26 +199,44 @@ def to_csv(rows):
     writer = csv.writer(text, lineterminator="\n")
     writer.writerow(
         ["method", "rank", "trainable_parameters", "trainable_share", "adapter_bytes", "seeds", "zero_shot_test",
-         "test_mean", "test_std", "validation_mean", "validation_std", "training_seconds"]
+         "test_mean", "test_std", "validation_mean", "validation_std", "training_seconds", "validation_curve"]
     )  # fmt: skip
     for row in rows:
         writer.writerow(
             [row["method"], row["rank"] or "", row["trainable_parameters"], row["trainable_share"],
              row["adapter_bytes"] or "", len(row["seeds"]), row["zero_shot_test"], row["test"]["mean"],
              "" if row["test"]["std"] is None else row["test"]["std"], row["validation"]["mean"],
-             "" if row["validation"]["std"] is None else row["validation"]["std"], row["training_seconds"]]
+             "" if row["validation"]["std"] is None else row["validation"]["std"], row["training_seconds"],
+             " ".join(f"{point['step']}:{point['validation']['mean']:.4f}" for point in row.get("curve", []))]
         )  # fmt: skip
     return text.getvalue()
 
 
-def plot(rows, path, title):
-    """Test accuracy (mean ± std) against trainable parameters, log scale; None without matplotlib."""
+def pyplot():
+    """matplotlib's pyplot drawing to files (no window), or None when matplotlib is not installed."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
+        return None
+    return plt
+
+
+def save(figure, path):
+    plt = pyplot()
+    figure.tight_layout()
+    with atomic_write(path) as file:
+        figure.savefig(file, format="png", dpi=120)
+    plt.close(figure)
+    return path
+
+
+def plot(rows, path, title):
+    """Test accuracy (mean ± std) against trainable parameters, log scale; None without matplotlib."""
+    plt = pyplot()
+    if plt is None:
         return None
     figure, axes = plt.subplots(figsize=(7, 4.5))
     for method in adapter_methods():  # a line per adapter, through its ranks
@@ -195,11 +263,48 @@ def plot(rows, path, title):
     axes.set_title(title, fontsize=10)
     axes.grid(True, alpha=0.3)
     axes.legend(loc="best", fontsize=8)
-    figure.tight_layout()
-    with atomic_write(path) as file:
-        figure.savefig(file, format="png", dpi=120)
-    plt.close(figure)
-    return path
+    return save(figure, path)
+
+
+def trailing_mean(values, window):
+    """Each value averaged with the window - 1 before it: a loss curve without the batch-to-batch jitter."""
+    return [statistics.mean(values[max(0, i - window + 1) : i + 1]) for i in range(len(values))]
+
+
+def plot_curves(rows, path, title):
+    """
+    How each configuration learned: training loss against step (smoothed, log scale) and validation accuracy
+    against step; the mean over seeds, shaded from the lowest to the highest seed (loss) or ± one std (accuracy).
+    None without matplotlib or without a trained row.
+    """
+    plt = pyplot()
+    trained = [row for row in rows if row.get("losses", {}).get("mean")]
+    if plt is None or not trained:
+        return None
+    figure, (loss_axes, accuracy_axes) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for index, row in enumerate(trained):
+        color, window = f"C{index % 10}", max(1, len(row["losses"]["mean"]) // 20)
+        mean, low, high = (trailing_mean(row["losses"][key], window) for key in ("mean", "low", "high"))
+        steps = range(1, len(mean) + 1)
+        loss_axes.plot(steps, mean, color=color, label=row["label"])
+        loss_axes.fill_between(steps, low, high, color=color, alpha=0.15)
+        if row["curve"]:
+            x = [point["step"] for point in row["curve"]]
+            y = [point["validation"]["mean"] for point in row["curve"]]
+            error = [point["validation"]["std"] or 0.0 for point in row["curve"]]
+            accuracy_axes.plot(x, y, marker="o", markersize=3, color=color, label=row["label"])
+            accuracy_axes.fill_between(x, [a - e for a, e in zip(y, error)], [a + e for a, e in zip(y, error)],
+                                       color=color, alpha=0.15)  # fmt: skip
+    loss_axes.set_yscale("log")
+    loss_axes.set_xlabel("step")
+    loss_axes.set_ylabel("training loss (log scale" + (f", mean of the last {window} steps)" if window > 1 else ")"))
+    accuracy_axes.set_xlabel("step")
+    accuracy_axes.set_ylabel("validation accuracy (mean ± std over seeds)")
+    for axes in (loss_axes, accuracy_axes):
+        axes.grid(True, alpha=0.3)
+    accuracy_axes.legend(loc="best", fontsize=8)
+    figure.suptitle(title, fontsize=10)
+    return save(figure, path)
 
 
 def report(results, out, steps, batch_size, seconds):
@@ -210,10 +315,12 @@ def report(results, out, steps, batch_size, seconds):
     facts = {"task": task, "base_model": model, "runs": len(results), "wall_seconds": seconds}
     caveat = budget_caveat(steps, batch_size)
     text, words, plot = write_comparison(results, out / f"comparison-{task}", title, facts, [caveat] if caveat else [])
+    curves = plot_curves(aggregate(results), out / f"curves-{task}.png", title)
     print(f"\n{title}\n\n{text}\n" + "\n".join(words))
-    plot_note = " and .png" if plot else " (pip install matplotlib for a plot)"
+    plot_note = f" and .png, and {out}/curves-{task}.png" if plot else " (pip install matplotlib for the plots)"
     print(f"\n{len(results)} runs in {human_seconds(seconds)} ({human_seconds(seconds / len(results))} a run); "
           f"wrote {out}/comparison-{task}.md, .json, .csv{plot_note}")  # fmt: skip
+    return curves
 
 
 def write_comparison(results, base, title, extra=None, notes=()):

@@ -12,7 +12,7 @@ import train
 from conftest import tiny_gpt
 from loraxs_mini import LoraxsError
 from loraxs_mini.adapters import EVERY_LINEAR_SPLIT_QKV, METHODS, SVDCache, adapted_layers, add_adapters
-from loraxs_mini.compare import aggregate, budget_caveat, summary
+from loraxs_mini.compare import aggregate, budget_caveat, spread, summary
 from loraxs_mini.recipe import default_learning_rate
 
 
@@ -56,6 +56,41 @@ def test_a_tiny_sweep_writes_an_aggregate_that_matches_its_runs(tmp_path, monkey
     assert rows_of_table.count(" ± ") == 2 * 4  # test and validation accuracy of every configuration
     assert aggregate_json["summary"] and "lora r=" in aggregate_json["summary"][0]
     assert (out / "comparison-sentiment.png").stat().st_size > 0 or pytest.importorskip("matplotlib") is None
+    # The learning curves: every run scored at steps 0 (zero-shot), 1, 2 (every step: 3 // 6 rounds up to 1), 3 (end).
+    for (method, rank), row in rows.items():
+        own = sorted((run for run in runs.values() if (run["method"], run["rank"]) == (method, rank)), key=seed_of)
+        assert [point["step"] for point in own[0]["evaluations"]] == [0, 1, 2, 3]
+        assert own[0]["evaluations"][-1]["validation"] == own[0]["accuracy"]["validation"]
+        assert [point["step"] for point in row["curve"]] == [0, 1, 2, 3]
+        at_2 = statistics.mean(run["evaluations"][2]["validation"] for run in own)
+        assert row["curve"][2]["validation"]["mean"] == pytest.approx(at_2)
+        assert f"2:{at_2:.4f}" in csv_rows[method, rank]["validation_curve"]
+    assert (out / "curves-sentiment.png").stat().st_size > 0 or pytest.importorskip("matplotlib") is None
+
+
+def test_scoring_during_training_changes_neither_the_weights_nor_the_data_order(tmp_path):
+    common = ["--init-from", "random:tiny", "--task", "plural", "--method", "loraxs", "--steps", "6", "--lr", "0.05"]
+    run_train(*common, "--eval-every", "0", "--out", tmp_path / "without")
+    run_train(*common, "--eval-every", "2", "--out", tmp_path / "with")
+    without, scored = (
+        json.loads((tmp_path / run / "plural-loraxs-r8.json").read_text()) for run in ("without", "with")
+    )
+    assert without["evaluations"] == [] and [point["step"] for point in scored["evaluations"]] == [0, 2, 4, 6]
+    assert scored["losses"] == without["losses"] and scored["accuracy"] == without["accuracy"]
+    bytes_of = [(tmp_path / run / "plural-loraxs-r8.safetensors").read_bytes() for run in ("without", "with")]
+    assert bytes_of[0] == bytes_of[1]  # the same trained R, bit for bit
+
+
+def test_the_summary_says_which_methods_were_still_improving():
+    def curved(method, at_80, last):
+        points = [{"step": 120, "validation": spread(at_80)}, {"step": 150, "validation": spread(last)}]
+        return {**row(method, [0.8, 0.82]), "curve": points}
+
+    rising, flat = curved("loraxs", [0.60, 0.62], [0.75, 0.77]), curved("lora", [0.80, 0.82], [0.81, 0.83])
+    lines = summary([rising, flat])
+    assert lines[-1].startswith("Still improving at the end of the budget") and "loraxs r=8 (+0.150" in lines[-1]
+    assert "lora r=8 (" not in lines[-1]
+    assert not summary([flat, curved("vera", [0.5, 0.7], [0.6, 0.8])])[-1].startswith("Still")  # within the spread
 
 
 def test_zero_shot_is_scored_once_unless_a_start_moves_the_model(tmp_path, monkeypatch):
