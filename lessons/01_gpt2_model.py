@@ -18,7 +18,9 @@ from collections import Counter
 import torch
 import torch.nn.functional as F
 
+from figures import pyplot, show
 from loraxs_mini import GPT, GPTConfig
+from loraxs_mini.tokenizer import decode, encode
 
 QUICK = QUICK or ("ipykernel" not in sys.modules and "--quick" in sys.argv)  # as a script, the flag decides
 torch.manual_seed(0)
@@ -104,6 +106,35 @@ with torch.no_grad():
     moved = (model(changed)[0] - logits).abs().amax(dim=(0, 2))
 print("largest change of the logits at each position:", [f"{m:.1e}" for m in moved.tolist()])
 assert torch.all(moved[:-1] == 0) and moved[-1] > 0
+
+# The weights themselves, for head 0 of block 0 on a real sentence: row t is where token t looks.
+# Everything above the diagonal is exactly 0. (These weights are random, so each row spreads its
+# attention over the past with no preference; a trained head picks out a few tokens.)
+sentence = encode("The cat sat on the mat because it was warm")
+with torch.no_grad():
+    tokens = torch.tensor([sentence])  # (1, T)
+    x = model.transformer.wte(tokens) + model.transformer.wpe(torch.arange(len(sentence)))  # (1, T, C)
+    block = model.transformer.h[0]
+    q, k, _ = block.attn.c_attn(block.ln_1(x)).split(config.n_embd, dim=-1)  # (1, T, C) each
+    D = config.n_embd // config.n_head
+    q, k = q[..., :D], k[..., :D]  # head 0: the first D dimensions, (1, T, D)
+    scores = q @ k.transpose(-2, -1) / D**0.5  # (1, T, T)
+    causal = torch.ones(len(sentence), len(sentence), dtype=torch.bool).tril()
+    weights = torch.softmax(scores.masked_fill(~causal, float("-inf")), dim=-1)[0]  # (T, T), each row sums to 1
+rows_sum_to_1 = torch.allclose(weights.sum(1), torch.ones(len(sentence)))
+print(f"largest weight above the diagonal: {weights.triu(1).max().item()}; every row sums to 1: {rows_sum_to_1}")
+plt = pyplot()
+if plt is not None:
+    figure, axes = plt.subplots(figsize=(5.5, 4.8))
+    image = axes.imshow(weights, cmap="Blues", vmin=0)
+    labels = [decode([token]) for token in sentence]
+    axes.set_xticks(range(len(labels)), labels, rotation=60, fontsize=8)
+    axes.set_yticks(range(len(labels)), labels, fontsize=8)
+    axes.set_xlabel("attends to (key)")
+    axes.set_ylabel("token (query)")
+    axes.set_title("block 0, head 0: causal attention weights", fontsize=10)
+    figure.colorbar(image, ax=axes, shrink=0.8)
+    show(figure, "01_causal_attention")
 
 # %% 5. The loss: predicting the next token
 #

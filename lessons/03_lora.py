@@ -16,6 +16,7 @@ import sys
 import torch
 import torch.nn.functional as F
 
+from figures import pyplot, show
 from loraxs_mini import GPT, GPTConfig
 from loraxs_mini.adapters import LoRALinear, add_adapters, describe_parameters, parameter_counts
 
@@ -93,6 +94,18 @@ for _ in range(300 if QUICK else 1000):
     optimizer.step()
 error = (student.delta_weight() - target_delta).norm() / target_delta.norm()
 print(f"after training: loss {loss.item():.2e}, relative error of ΔW {error.item():.2e}")
+
+# The two matrices side by side: what LoRA learned, and what it had to find.
+plt = pyplot()
+if plt is not None:
+    figure, panels = plt.subplots(1, 2, figsize=(8, 3.8), layout="constrained")
+    limit = target_delta.abs().max().item()
+    learned = student.delta_weight().detach()
+    for panel, matrix, title in zip(panels, (target_delta, learned), ("ΔW true", "ΔW = (α/r) B A, learned")):
+        image = panel.imshow(matrix, cmap="RdBu", vmin=-limit, vmax=limit)
+        panel.set_title(f"{title} (rank {torch.linalg.matrix_rank(matrix, atol=1e-3).item()})")
+    figure.colorbar(image, ax=list(panels), shrink=0.8)
+    show(figure, "03_lora_recovers_a_rank_2_update")
 
 # %% Exercises (lessons/exercises/ex03_lora.py; check with: python lessons/check.py 03)
 #

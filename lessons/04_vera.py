@@ -15,8 +15,9 @@ import sys
 
 import torch
 
+from figures import pyplot, show
 from loraxs_mini import GPT, GPTConfig
-from loraxs_mini.adapters import adapted_layers, add_adapters, describe_parameters
+from loraxs_mini.adapters import VeRALinear, VeRAProjections, adapted_layers, add_adapters, describe_parameters
 
 QUICK = QUICK or ("ipykernel" not in sys.modules and "--quick" in sys.argv)  # as a script, the flag decides
 
@@ -76,6 +77,37 @@ for rank in (8, 256):
         with torch.device("meta"):
             m = add_adapters(GPT(GPTConfig.from_name("gpt2")), method, rank=rank)
         print(f"r={rank:3d} {method}: {describe_parameters(m)}")
+
+# %% 6. What d and b learn
+#
+# A toy, as in lesson 03: a frozen random layer must imitate W + ΔW_true (rank 2). VeRA trains only
+# d (r numbers) and b (out numbers) around its frozen random pair; watch where they go.
+size, rank = (32, 16) if QUICK else (64, 64)
+pair = VeRAProjections(rank, size, size, seed=0, like=torch.empty(0))
+student = VeRALinear(torch.nn.Linear(size, size), pair)
+target_delta = torch.randn(size, 2) @ torch.randn(2, size) / size**0.5
+optimizer = torch.optim.Adam([student.lambda_d, student.lambda_b], lr=1e-2)
+for _ in range(300 if QUICK else 1000):
+    x = torch.randn(64, size)
+    loss = torch.nn.functional.mse_loss(student(x), student.base(x) + x @ target_delta.T)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+error = (student.delta_weight() - target_delta).norm() / target_delta.norm()
+print(f"relative error of ΔW after training: {error.item():.2f} (random directions: VeRA cannot fit it exactly)")
+plt = pyplot()
+if plt is not None:
+    figure, (d_axes, b_axes) = plt.subplots(1, 2, figsize=(10, 3.5))
+    d_axes.bar(range(rank), student.lambda_d.detach())
+    d_axes.axhline(0.1, color="gray", linestyle="--", label="start, 0.1")
+    d_axes.set_title(f"d: one scale per column of the shared pair (r = {rank})", fontsize=10)
+    b_axes.bar(range(size), student.lambda_b.detach(), color="C1")
+    b_axes.set_title(f"b: one scale per output (out = {size}); it started at 0", fontsize=10)
+    d_axes.legend(fontsize=8)
+    for axes, name in ((d_axes, "index in r"), (b_axes, "output")):
+        axes.set_xlabel(name)
+        axes.grid(True, alpha=0.3)
+    show(figure, "04_vera_trained_d_and_b")
 
 # %% Exercises (lessons/exercises/ex04_vera.py; check with: python lessons/check.py 04)
 #

@@ -19,6 +19,7 @@ import time
 
 import torch
 
+from figures import pyplot, show
 from loraxs_mini import GPT, GPTConfig
 from loraxs_mini.adapters import (
     EVERY_LINEAR_SPLIT_QKV,
@@ -64,6 +65,26 @@ def share(singular_values, r):
 for r in (1, 8, 32):
     print(f"top {r:2d} of {len(S)} directions hold {share(S, r):5.1f}% of the squared norm "
           f"(random weights of the same shape: {share(random_S, r):4.1f}%)")  # fmt: skip
+
+plt = pyplot()
+if plt is not None:
+    figure, (values, shares) = plt.subplots(1, 2, figsize=(10, 3.8))
+    ranks = torch.arange(1, len(S) + 1)
+    label = "synthetic stand-in" if QUICK else f"{MODEL}, block 0 c_attn"
+    for singular_values, name in ((S, label), (random_S, "random, same shape and scale")):
+        values.plot(ranks, singular_values, label=name)
+        shares.plot(ranks, [share(singular_values, r).item() for r in ranks], label=name)
+    values.set_yscale("log")
+    values.set_xlabel("i")
+    values.set_ylabel("σ_i (log scale)")
+    values.set_title("singular values", fontsize=10)
+    shares.set_xlabel("r")
+    shares.set_ylabel("% of |W|² in the top r directions")
+    shares.set_title("what the top r directions hold", fontsize=10)
+    for axes in (values, shares):
+        axes.grid(True, alpha=0.3)
+        axes.legend(fontsize=8)
+    show(figure, "05_spectrum")
 
 # %% 2. Eckart-Young: truncating the SVD is the best you can do
 #

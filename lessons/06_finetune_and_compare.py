@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from figures import pyplot, show
 from loraxs_mini import GPT, GPTConfig
 from loraxs_mini.adapters import METHODS, add_adapters, parameter_counts
 from loraxs_mini.data import check_fits, load_task, make_batch
@@ -136,17 +137,33 @@ print(f"loraxs: loss {losses[0]:.4f} -> {losses[-1]:.4f} in {STEPS} steps; "
 # shows how they were chosen on validation). One seed only: the seed alone moves these accuracies
 # by several points, so do not rank the methods from this table. `python train.py --method all
 # --seeds 3` gives mean ± std.
-rows = []
+rows, curves = [], {}
 for method in [name for name, method in METHODS.items() if method.trains]:  # "none": the zero-shot one above
     torch.manual_seed(0)
     model = add_adapters(load_pretrained(MODEL), method)
     trainable, base = parameter_counts(model)
     print(f"{method}: {trainable:,} trainable parameters")
-    fine_tune(model, STEPS, default_learning_rate(method))
+    curves[method] = fine_tune(model, STEPS, default_learning_rate(method))
     rows.append((method, trainable, trainable / base, accuracy(model, task, "test", progress=True)))
 print(f"\n{'method':8s} {'trainable':>12s} {'share':>9s} {'test acc.':>9s}")
 for method, trainable, share, test_accuracy in rows:
     print(f"{method:8s} {trainable:>12,} {100 * share:>8.4f}% {test_accuracy:>9.3f}")
+
+# How each got there: the loss of every step, smoothed over 10 steps. Which methods were still
+# falling when the budget ran out? (train.py draws these for every comparison: curves-<task>.png.)
+plt = pyplot()
+if plt is not None:
+    figure, axes = plt.subplots(figsize=(7, 4))
+    for method, losses in curves.items():
+        smooth = [sum(losses[max(0, i - 9) : i + 1]) / len(losses[max(0, i - 9) : i + 1]) for i in range(len(losses))]
+        axes.plot(range(1, len(losses) + 1), smooth, label=method)
+    axes.set_yscale("log")
+    axes.set_xlabel("step")
+    axes.set_ylabel("training loss (mean of the last 10 steps; log scale)")
+    axes.set_title(f"every method on one budget: {STEPS} steps of {DEFAULT_BATCH_SIZE} examples, seed 0", fontsize=10)
+    axes.grid(True, alpha=0.3)
+    axes.legend(fontsize=8)
+    show(figure, "06_loss_curves")
 
 # %% Exercises (lessons/exercises/ex06_finetune_and_compare.py; python lessons/check.py 06)
 #

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from figures import pyplot, show
 from loraxs_mini import GPT, GPTConfig
 from loraxs_mini.adapters import adapted_layers, add_adapters, parameter_counts
 from loraxs_mini.errors import friendly_errors
@@ -79,6 +80,33 @@ settings = [
 for method, options in settings:
     model = add_adapters(copy.deepcopy(base), method, **options)
     print(f"{method:8s} {str(options):44s} {parameter_counts(model)[0]:>6,} trained numbers")
+
+# The whole model's count as u grows, for three degrees of tying (rank 2; LoRA-XS's r² per layer for scale).
+# Counting needs no SVD: on the "meta" device the layers have shapes only.
+us, tyings = (1, 2, 4, 16, 64), (0.0, 0.5, 1.0)
+with torch.device("meta"):
+    shape_only = GPT(base.config)
+counts = {
+    tying: [parameter_counts(add_adapters(copy.deepcopy(shape_only), "tinylora", rank=2, u=u, weight_tying=tying))[0]
+            for u in us]
+    for tying in tyings
+}  # fmt: skip
+loraxs_count = parameter_counts(add_adapters(copy.deepcopy(shape_only), "loraxs", rank=2))[0]
+for tying, row in counts.items():
+    print(f"weight_tying {tying}: " + ", ".join(f"u={u}: {count:,}" for u, count in zip(us, row)))
+plt = pyplot()
+if plt is not None:
+    figure, axes = plt.subplots(figsize=(6.5, 4))
+    for tying, row in counts.items():
+        axes.plot(us, row, marker="o", label=f"TinyLoRA, weight_tying = {tying}")
+    axes.axhline(loraxs_count, color="gray", linestyle="--", label=f"LoRA-XS r = 2 ({loraxs_count:,})")
+    axes.set_xscale("log", base=2)
+    axes.set_yscale("log")
+    axes.set_xlabel("u (trained numbers per group of layers)")
+    axes.set_ylabel("trained numbers in the whole model")
+    axes.grid(True, alpha=0.3)
+    axes.legend(fontsize=8)
+    show(figure, "08_tinylora_counts")
 
 # %% 4. TinyLoRA starts at the pretrained model, and still learns
 #

@@ -1,6 +1,7 @@
 """The lessons run (quick mode), their exercises are real tests, and their numbers agree with train.py."""
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -11,7 +12,11 @@ import check  # lessons/check.py: conftest puts lessons/ on the path
 from conftest import ROOT, requires_tokenizer
 
 LESSON_FILES = sorted((ROOT / "lessons").glob("[0-9][0-9]_*.py"))
-TOKENIZING_LESSONS = ("02", "06")  # the lessons that read text
+TOKENIZING_LESSONS = ("01", "02", "06")  # the lessons that read text
+FIGURES = {  # lesson -> the picture it draws
+    "01": "01_causal_attention", "03": "03_lora_recovers_a_rank_2_update", "04": "04_vera_trained_d_and_b",
+    "05": "05_spectrum", "06": "06_loss_curves", "08": "08_tinylora_counts",
+}  # fmt: skip
 
 
 def lesson_param(path):
@@ -23,10 +28,15 @@ def test_there_is_a_lesson_per_component():
 
 
 @pytest.mark.parametrize("lesson", [lesson_param(path) for path in LESSON_FILES], ids=lambda path: path.stem)
-def test_lesson_runs_in_quick_mode(lesson):
-    result = subprocess.run([sys.executable, str(lesson), "--quick"], cwd=ROOT, capture_output=True, text=True)
+def test_lesson_runs_in_quick_mode_and_draws_its_figure(lesson, tmp_path):
+    env = {**os.environ, "LORAXS_MINI_FIGURES": str(tmp_path)}
+    result = subprocess.run([sys.executable, str(lesson), "--quick"], cwd=ROOT, capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
+    figure = FIGURES.get(lesson.name[:2])
+    if figure:
+        pytest.importorskip("matplotlib")
+        assert (tmp_path / f"{figure}.png").stat().st_size > 10_000, f"{lesson.name} drew no {figure}.png"
 
 
 def test_every_lesson_has_its_notebook_made_from_it_and_valid():
