@@ -1,6 +1,6 @@
 # Lesson 01: the GPT-2 model, and where its 124 million parameters live.
 #
-#     python lessons/01_gpt2_model.py            about 5 seconds on a 2-core CPU
+#     python lessons/01_gpt2_model.py            about 4 seconds on a 2-core CPU
 #     python lessons/01_gpt2_model.py --quick    a tiny model, for CI
 #
 # Read it top to bottom, or run it cell by cell (# %% marks a cell in VS Code, PyCharm, Jupyter).

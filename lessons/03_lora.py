@@ -1,6 +1,6 @@
 # Lesson 03: LoRA, a low-rank update beside a frozen weight.
 #
-#     python lessons/03_lora.py            about 4 seconds on a 2-core CPU
+#     python lessons/03_lora.py            about 3 seconds on a 2-core CPU
 #     python lessons/03_lora.py --quick    for CI
 #
 # Code: loraxs_mini/adapters/base.py (what all adapters share) and loraxs_mini/adapters/lora.py.

@@ -1,6 +1,6 @@
 # Lesson 07: saving only the adapter, loading it back, merging it into the weights, exporting.
 #
-#     python lessons/07_merge_and_export.py                 gpt2 (downloads once); about 33 seconds on a 2-core CPU
+#     python lessons/07_merge_and_export.py                 gpt2 (downloads once); about 22 seconds on a 2-core CPU
 #     python lessons/07_merge_and_export.py --model PATH    any GPT-2 checkpoint folder
 #     python lessons/07_merge_and_export.py --quick         a tiny random model, for CI
 #

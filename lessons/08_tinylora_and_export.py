@@ -1,6 +1,6 @@
 # Lesson 08: from LoRA-XS to TinyLoRA, and from our adapter to a file any LoRA server reads.
 #
-#     python lessons/08_tinylora_and_export.py                 gpt2 (downloads once); about 27 seconds on a 2-core CPU
+#     python lessons/08_tinylora_and_export.py                 gpt2 (downloads once); about 22 seconds on a 2-core CPU
 #     python lessons/08_tinylora_and_export.py --model PATH    any GPT-2 checkpoint folder
 #     python lessons/08_tinylora_and_export.py --quick         a tiny random model, for CI
 #
