@@ -19,7 +19,8 @@ ends with a caveat when the budget is not the one the rates were chosen for.
 
 Out come a Markdown table, the same numbers as JSON and CSV, the summary in
 plain words, and, with matplotlib, the curve the LoRA-XS paper draws: test
-accuracy against trainable parameters (log scale), one line per method.
+accuracy against trainable parameters (log scale), one line per method; and
+the learning curves, loss and validation accuracy against step.
 """
 
 import csv
@@ -171,7 +172,7 @@ def best_rows(rows):
 def takeaway(best):
     """One line a student can repeat: the top test score, and who cannot be told apart from it by the rule above."""
     leader = max(best, key=lambda row: row["test"]["mean"])
-    level = [row["label"] for row in best if row is not leader and beats(leader, row) is False]
+    level = [row["label"] for row in best if row is not leader and not beats(leader, row)]
     behind = [row["label"] for row in best if row is not leader and beats(leader, row)]
     line = f"In one line: {leader['label']} scores highest on test ({mean_and_spread(leader['test'])})"
     line += f"; {', '.join(level)} cannot be told apart from it" if level else ""
@@ -314,17 +315,21 @@ def report(results, out, steps, batch_size, seconds):
     title = f"{task} on {model}: {seeds} seed{'s' * (seeds > 1)}, {steps} steps of {batch_size} examples"
     facts = {"task": task, "base_model": model, "runs": len(results), "wall_seconds": seconds}
     caveat = budget_caveat(steps, batch_size)
-    text, words, plot = write_comparison(results, out / f"comparison-{task}", title, facts, [caveat] if caveat else [])
-    curves = plot_curves(aggregate(results), out / f"curves-{task}.png", title)
+    notes = [caveat] if caveat else []
+    text, words, plot = write_comparison(
+        results, out / f"comparison-{task}", title, facts, notes, out / f"curves-{task}.png"
+    )
     print(f"\n{title}\n\n{text}\n" + "\n".join(words))
     plot_note = f" and .png, and {out}/curves-{task}.png" if plot else " (pip install matplotlib for the plots)"
     print(f"\n{len(results)} runs in {human_seconds(seconds)} ({human_seconds(seconds / len(results))} a run); "
           f"wrote {out}/comparison-{task}.md, .json, .csv{plot_note}")  # fmt: skip
-    return curves
 
 
-def write_comparison(results, base, title, extra=None, notes=()):
-    """Write base.md, .json, .csv (and .png with matplotlib); return (table, summary lines, plot path or None)."""
+def write_comparison(results, base, title, extra=None, notes=(), curves=None):
+    """
+    Write base.md, .json, .csv (and .png with matplotlib, and the learning curves at `curves` if given); return
+    (table, summary lines, plot path or None).
+    """
     rows = aggregate(results)
     text, words = table(rows), summary(rows) + list(notes)
     with atomic_write(base.with_suffix(".md"), "w") as file:
@@ -333,4 +338,6 @@ def write_comparison(results, base, title, extra=None, notes=()):
         json.dump({"title": title, **(extra or {}), "rows": rows, "summary": words}, file, indent=2)
     with atomic_write(base.with_suffix(".csv"), "w") as file:
         file.write(to_csv(rows))
+    if curves is not None:
+        plot_curves(rows, curves, title)
     return text, words, plot(rows, base.with_suffix(".png"), title)

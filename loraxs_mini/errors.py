@@ -6,8 +6,9 @@ checkpoint, a rank that does not fit a layer, ...) is a `LoraxsError` whose
 message says what was wrong and what to do instead. The command-line tools
 (`train.py`, the lessons, the benchmark) print that message on one line and
 exit with status 1, so bad input never ends in a traceback (argparse's own
-mistakes too: cli.ArgumentParser). Anything else that
-escapes is a bug in this package and keeps its traceback.
+mistakes too: cli.ArgumentParser). Anything else that escapes is a bug in
+this package and keeps its traceback. `is_whole` and `is_number` are the
+checks every boundary uses for whole numbers and numbers (a bool is neither).
 """
 
 import sys
