@@ -41,7 +41,7 @@ from loraxs_mini.files import atomic_write
 from loraxs_mini.measure import human_bytes, human_seconds, peak_memory_bytes
 from loraxs_mini.model import IGNORE_INDEX
 from loraxs_mini.pretrained import base_model
-from loraxs_mini.recipe import GRAD_CLIP, batch_order, default_learning_rate, learning_rate_at
+from loraxs_mini.recipe import GRAD_CLIP, batch_order, default_learning_rate, first_step, learning_rate_at
 
 TASKS = Path(__file__).parent / "data"  # the shipped toy tasks
 # The zero-shot accuracy of the base model stands for every run whose adapters, as added, move no log-probability
@@ -126,7 +126,8 @@ def main(argv=None):
     # The task and the base model, once for every run.
     task = load_task(args.data or args.task, TASKS)
     say(task.describe())
-    steps = training_steps(args, len(task.splits["train"]), world_size)  # --steps, or --epochs of this task
+    train = task.splits["train"]
+    steps = training_steps(args, len(train), world_size)  # --steps, or --epochs of this task
     rates = [args.lr or default_learning_rate(adapter.method, adapter.rank) for adapter in runs]
     # Learning curves in every comparison: the validation accuracy at 6 points of the budget (--eval-every to change).
     eval_every = args.eval_every if args.eval_every is not None else (max(1, steps // 6) if len(runs) > 1 else 0)
@@ -151,12 +152,15 @@ def main(argv=None):
         say(f"\n== {name}" + (f" (run {number} of {len(runs)})" if len(runs) > 1 else ""))
         run_started, trains = time.perf_counter(), adapter.method_class.trains
         torch.manual_seed(adapter.seed)
-        model = add_adapters(copy.deepcopy(base), adapter, progress=process == 0, svd_cache=svd_cache)
+        # LoRA-SB starts from the step full fine-tuning would take on the loop's first batch; the others ignore it.
+        first = first_step(train, steps, args.batch_size, adapter.seed, learning_rate, device)
+        model = add_adapters(copy.deepcopy(base), adapter, progress=process == 0, svd_cache=svd_cache, first_step=first)
+        setup = time.perf_counter() - run_started  # the copy, the SVDs (LoRA-XS, TinyLoRA), the first step (LoRA-SB)
         if adapter.rank:
             say(adapter)
         trainable, base_count = parameter_counts(model)
         say(f"{trainable:,} trainable parameters: {100 * trainable / base_count:.4g}% of the {base_count:,} in "
-            f"{model.config.name}")  # fmt: skip
+            f"{model.config.name}; set up in {human_seconds(setup)}")  # fmt: skip
         before = zero_shot
         change = initial_change(model, base, make_batch(task.splits["validation"][:16], device)[0])
         if change > ZERO_SHOT_TOLERANCE:  # this start is not the base model: score its own zero-shot accuracy
@@ -189,7 +193,8 @@ def main(argv=None):
             "base_parameters": base_count, "trainable_share": trainable / base_count, "initial_change": change,
             "zero_shot_accuracy": before, "accuracy": final, "first_loss": losses[0] if losses else None,
             "final_loss": sum(losses[-10:]) / len(losses[-10:]) if losses else None, "losses": losses,
-            "evaluations": curve, "training_seconds": seconds, "wall_seconds": time.perf_counter() - run_started,
+            "evaluations": curve, "setup_seconds": setup, "training_seconds": seconds,
+            "wall_seconds": time.perf_counter() - run_started,
             "tokens_per_second": tokens / seconds if seconds else 0.0, "peak_memory_bytes": peak_memory_bytes(device),
             "adapter_file": str(out / f"{name}.safetensors") if saved else None,
             "adapter_bytes": adapter_bytes,

@@ -35,6 +35,7 @@ from loraxs_mini.recipe import (
     GRAD_CLIP,
     batch_order,
     default_learning_rate,
+    first_step,
     learning_rate_at,
 )
 from loraxs_mini.tokenizer import decode
@@ -131,8 +132,8 @@ print(f"loraxs: loss {losses[0]:.4f} -> {losses[-1]:.4f} in {STEPS} steps; "
 
 # %% 6. All methods on the same data, seed and budget
 #
-# Each method as its authors configure it (loraxs_mini/adapters/config.py): LoRA and LoRA-XS at
-# rank 8, VeRA at rank 256, TinyLoRA at rank 2 with u = 64 (lesson 08). The learning rates differ
+# Each method as its authors configure it (loraxs_mini/adapters/config.py): LoRA, LoRA-XS and
+# LoRA-SB at rank 8, VeRA at rank 256, TinyLoRA at rank 2 with u = 64 (lesson 08). The learning rates differ
 # on purpose: the fewer numbers a method trains, the further each has to move (docs/defaults.md
 # shows how they were chosen on validation). One seed only: the seed alone moves these accuracies
 # by several points, so do not rank the methods from this table. `python train.py --method all
@@ -140,10 +141,12 @@ print(f"loraxs: loss {losses[0]:.4f} -> {losses[-1]:.4f} in {STEPS} steps; "
 rows, curves = [], {}
 for method in [name for name, method in METHODS.items() if method.trains]:  # "none": the zero-shot one above
     torch.manual_seed(0)
-    model = add_adapters(load_pretrained(MODEL), method)
+    rate = default_learning_rate(method)
+    first = first_step(train, STEPS, DEFAULT_BATCH_SIZE, 0, rate)  # LoRA-SB starts from it (lesson 09); others: unused
+    model = add_adapters(load_pretrained(MODEL), method, first_step=first)
     trainable, base = parameter_counts(model)
     print(f"{method}: {trainable:,} trainable parameters")
-    curves[method] = fine_tune(model, STEPS, default_learning_rate(method))
+    curves[method] = fine_tune(model, STEPS, rate)
     rows.append((method, trainable, trainable / base, accuracy(model, task, "test", progress=True)))
 print(f"\n{'method':8s} {'trainable':>12s} {'share':>9s} {'test acc.':>9s}")
 for method, trainable, share, test_accuracy in rows:

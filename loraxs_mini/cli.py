@@ -26,6 +26,7 @@ from pathlib import Path
 
 from .adapters import METHODS, SVD_METHODS, AdapterConfig, LoRAXSLinear, adapter_methods
 from .adapters.config import method_settings
+from .adapters.loraxs import SUBSPACES
 from .errors import LoraxsError
 from .files import check_writable_folder
 from .recipe import DEFAULT_BATCH_SIZE, DEFAULT_STEPS
@@ -44,7 +45,8 @@ class ArgumentParser(argparse.ArgumentParser):
 
 def parse_args(argv=None):
     """train.py's flags."""
-    parser = ArgumentParser(description="Fine-tune GPT-2 with LoRA, VeRA, LoRA-XS, TinyLoRA or fully; compare them.")
+    methods = ", ".join(method.display_name for method in METHODS.values() if method.default_rank)
+    parser = ArgumentParser(description=f"Fine-tune GPT-2 with {methods} or fully; compare them.")
     add = parser.add_argument
     add("--method", default=LoRAXSLinear.name, help=f"one of {', '.join(METHODS)}, a comma list, or 'all'")
     defaults = ", ".join(f"{name} {method.default_rank}" for name, method in METHODS.items() if method.default_rank)
@@ -55,6 +57,8 @@ def parse_args(argv=None):
         "the thirds of the fused c_attn separately)")  # fmt: skip
     add("--u", type=int, help="TinyLoRA: trained numbers per group (default 64)")
     add("--weight-tying", type=float, help="TinyLoRA: 0 each layer its own v (default), 1 one v for all")
+    add("--subspace", choices=SUBSPACES, help="LoRA-XS: the frozen directions, top (default, the paper), bottom or "
+        "random (lesson 09)")  # fmt: skip
     add("--dropout", type=float, default=0.0, help="dropout on the adapter input (default 0)")
     add("--svd", choices=SVD_METHODS, default="gram", help="how LoRA-XS and TinyLoRA compute the SVD")
     add("--task", default="sentiment", help="a task in data/ (sentiment, plural)")

@@ -15,12 +15,16 @@ them the same way:
 
 - the order of the examples: a seeded shuffle, epoch after epoch, so that the
   same seed gives the same run.
+
+`first_step` gives the loop's first batch and rate: LoRA-SB is built from the
+step full fine-tuning would take on them (adapters/lorasb.py).
 """
 
 import math
 import random
 
 from .adapters import METHODS
+from .data import make_batch
 from .errors import LoraxsError
 
 DEFAULT_STEPS = 150
@@ -60,3 +64,9 @@ def batch_order(dataset_size, steps, batch_size, seed):
         shuffler.shuffle(epoch)
         order += epoch
     return [order[step * batch_size : (step + 1) * batch_size] for step in range(steps)]
+
+
+def first_step(examples, steps, batch_size, seed, peak, device="cpu"):
+    """(inputs, targets, learning rate) of the loop's first step: add_adapters(..., first_step=...) takes it."""
+    first = batch_order(len(examples), steps, batch_size, seed)[0]
+    return *make_batch([examples[i] for i in first], device), learning_rate_at(0, steps, peak)

@@ -28,6 +28,9 @@ CASES = {  # name: (AdapterConfig settings, export as LoRA)
     "loraxs-qkv": (dict(method="loraxs", rank=4, targets=EVERY_LINEAR_SPLIT_QKV), False),
     "tinylora": (dict(method="tinylora", rank=2, u=5, weight_tying=0.5, seed=3), False),
     "tinylora-qkv-as-lora": (dict(method="tinylora", rank=2, targets=EVERY_LINEAR_SPLIT_QKV), True),
+    "loraxs-random": (dict(method="loraxs", rank=4, subspace="random"), False),
+    "lorasb": (dict(method="lorasb", rank=4), False),
+    "lorasb-qkv": (dict(method="lorasb", rank=3, targets=EVERY_LINEAR_SPLIT_QKV), False),
 }
 
 
@@ -50,10 +53,12 @@ def prompt():
 def test_every_adapter_exported_runs_in_peft_with_the_same_logits(hf_tiny, prompt, tmp_path, case):
     hf_model, folder = hf_tiny
     settings, as_lora = CASES[case]
-    ours = trained(add_adapters(load_pretrained(folder), AdapterConfig(**settings)))
+    first_step = (prompt, prompt, 1e-3)  # LoRA-SB's start (the others ignore it)
+    ours = trained(add_adapters(load_pretrained(folder), AdapterConfig(**settings), first_step=first_step))
     export_to_peft(ours, tmp_path / "peft", str(folder), as_lora=as_lora)
     theirs = peft.PeftModel.from_pretrained(type(hf_model).from_pretrained(folder), tmp_path / "peft").eval()
-    expected_type = "LORA" if as_lora or settings["method"] in ("lora", "loraxs") else settings["method"].upper()
+    as_lora = as_lora or settings["method"] in ("lora", "loraxs", "lorasb")  # PEFT has no LoRA-XS or LoRA-SB
+    expected_type = "LORA" if as_lora else settings["method"].upper()
     assert theirs.peft_config["default"].peft_type.value == expected_type
     with torch.no_grad():
         torch.testing.assert_close(theirs(prompt).logits, ours(prompt)[0], atol=1e-5, rtol=0)

@@ -45,7 +45,7 @@ class LoRAFALinear(AdaptedLinear):
         return float(rank)
 
     @classmethod
-    def adapt(cls, layers, config, svd_cache=None):
+    def adapt(cls, layers, config, svd_cache=None, first_step=None):
         generator = torch.Generator().manual_seed(config.seed)
         for name, layer in layers.items():
             yield name, cls(layer, config.rank, config.alpha, config.dropout, generator)

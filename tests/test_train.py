@@ -63,11 +63,12 @@ def test_every_method_runs_and_writes_results_and_one_table(checkpoint, data, tm
         "vera": 2 * sum(4 + o for i, o in shapes),  # r + out
         "loraxs": 2 * 4 * 4**2,  # r² for each of 4 layers
         "tinylora": 2 * 4 * 64,  # u = 64 for each of 4 layers, whatever r
+        "lorasb": 2 * 4 * 4**2,  # r², as LoRA-XS
     }
     table = [line for line in (out / "comparison-data.md").read_text().splitlines() if line.startswith("|")]
-    assert len(table) == 2 + 6
+    assert len(table) == 2 + 7
     for method, count in expected.items():
-        name = f"data-{method}" + ("-r4" if method in ("lora", "vera", "loraxs", "tinylora") else "")
+        name = f"data-{method}" + ("-r4" if method not in ("none", "full") else "")
         result = json.loads((out / f"{name}.json").read_text())
         assert result["trainable_parameters"] == count and result["base_parameters"] == base
         row = next(line for line in table if line.startswith(f"| {method} |"))
@@ -114,11 +115,11 @@ def test_each_method_runs_at_its_own_default_rank_unless_told(checkpoint, data, 
 
     assert configs() == {
         "none": (None, None), "full": (None, None), "lora": (8, 8.0), "vera": (256, None), "loraxs": (8, 8.0),
-        "tinylora": (2, None),
+        "tinylora": (2, None), "lorasb": (8, None),
     }  # fmt: skip
     assert configs("--rank", "lora=4,vera=64", "--alpha", "16") == {
         "none": (None, None), "full": (None, None), "lora": (4, 16.0), "vera": (64, None), "loraxs": (8, 16.0),
-        "tinylora": (2, None),
+        "tinylora": (2, None), "lorasb": (8, None),
     }  # fmt: skip
     tiny = plan_runs(parse_args(["--method", "tinylora", "--u", "4", "--weight-tying", "1"]))
     assert [(config.rank, config.u, config.weight_tying) for config in tiny] == [(2, 4, 1.0)]
@@ -185,7 +186,7 @@ def test_bad_input_is_one_line_and_a_nonzero_exit(tmp_path):
     result = run_cli("--method", "dora", "--out", tmp_path)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
-        "error: unknown method 'dora'; choose from none, full, lora, vera, loraxs, tinylora or 'all'"
+        "error: unknown method 'dora'; choose from none, full, lora, vera, loraxs, tinylora, lorasb or 'all'"
     ]
     assert "Traceback" not in result.stderr and not any(tmp_path.iterdir())
 
@@ -368,3 +369,21 @@ def test_a_cache_folder_that_cannot_be_made_is_not_called_a_connection_problem(t
     monkeypatch.setenv("LORAXS_MINI_CACHE", str(write_lines(tmp_path / "a-file", "")))
     with pytest.raises(LoraxsError, match="cannot create the cache folder .* point LORAXS_MINI_CACHE"):
         download_checkpoint("gpt2")
+
+
+def test_lorasb_and_a_loraxs_subspace_train_and_report_their_setup_time(checkpoint, data, tmp_path):
+    out = tmp_path / "out"
+    run_train("--init-from", checkpoint, "--data", data, "--method", "lorasb,loraxs", "--subspace", "random",
+              "--rank", "2", "--steps", "8", "--lr", "0.02", "--batch-size", "8", "--out", out)  # fmt: skip
+    results = {p.name: json.loads(p.read_text()) for p in out.glob("*.json") if not p.name.startswith("comparison")}
+    lorasb, loraxs = results["data-lorasb-r2.json"], results["data-loraxs-r2.json"]
+    for result in (lorasb, loraxs):
+        assert 0 < result["setup_seconds"] < result["wall_seconds"]
+    assert loraxs["adapter_config"]["subspace"] == "random" and lorasb["adapter_config"]["subspace"] is None
+    assert lorasb["trainable_parameters"] == loraxs["trainable_parameters"] == 2 * 2 * 4 * 2  # r² x 4 layers x 2 blocks
+    assert lorasb["initial_change"] > 0  # LoRA-SB starts one (estimated) step of full fine-tuning away from W
+
+
+def test_subspace_is_refused_for_a_command_without_loraxs():
+    with pytest.raises(LoraxsError, match="--subspace is a setting of loraxs; add it to --method or leave it out"):
+        plan_runs(parse_args(["--method", "lora", "--subspace", "bottom"]))

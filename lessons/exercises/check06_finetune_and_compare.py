@@ -42,7 +42,7 @@ def check_numbers_with_gradient(module):
     inputs, targets = make_batch(examples)
     counts = []
     for method in [name for name, method in METHODS.items() if method.trains]:
-        model = add_adapters(tiny_model(), method, rank=4)
+        model = add_adapters(tiny_model(), method, rank=4, first_step=(inputs, targets, 1e-3))  # LoRA-SB starts there
         measured = module.numbers_with_gradient(model, inputs, targets)
         # What it measures: backward reaches the trainable numbers only, exactly the method's count.
         assert measured == parameter_counts(model)[0], (

@@ -22,8 +22,9 @@ def check_merged_linear(module):
     (lesson 07); do not forget the bias
     """
     model = tiny_model()
+    tokens = torch.randint(0, model.config.vocab_size, (2, 8))
     for method in adapter_methods():
-        adapted = add_adapters(GPT(model.config), method, rank=4)
+        adapted = add_adapters(GPT(model.config), method, rank=4, first_step=(tokens, tokens, 1e-3))  # LoRA-SB's start
         adapter = adapted.transformer.h[0].mlp.c_fc
         with torch.no_grad():
             for parameter in adapter.parameters():

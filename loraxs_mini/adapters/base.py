@@ -34,6 +34,8 @@ once, as PEFT's LoRA does (peft/tuners/lora/layer.py, Linear.forward:
 would round twice.
 """
 
+from typing import Callable, NamedTuple
+
 import torch
 import torch.nn as nn
 
@@ -56,6 +58,8 @@ class Method:
     trains = True  # False: nothing is trained, the base model is scored as it is
     trains_base = False  # True: the base model's own weights train (full fine-tuning), not added tensors
     uses_svd = False  # True: built from the SVD of each W (LoRA-XS, TinyLoRA), which train.py computes once
+    needs_first_step = False  # True: built from full fine-tuning's first step (LoRA-SB): add_adapters(first_step=...)
+    stores_frozen = False  # True: its frozen tensors come from data, not from W or a seed: files always store them
 
     @classmethod
     def default_alpha(cls, rank):
@@ -71,9 +75,22 @@ class Method:
         """Refuse target layers (name -> nn.Linear) the method cannot adapt at config's rank. Changes nothing."""
 
     @classmethod
-    def adapt(cls, layers, config, svd_cache=None):
-        """(name, adapter) for every target layer, in order: what add_adapters puts in their places."""
+    def adapt(cls, layers, config, svd_cache=None, first_step=None):
+        """
+        (name, adapter) for every target layer, in order: what add_adapters puts in their places. `svd_cache`: the
+        SVDs of W already computed (SVDCache); `first_step`: a FirstStep, for methods that need one.
+        """
         return iter(())
+
+
+class FirstStep(NamedTuple):
+    """
+    Full fine-tuning's first step, for a method built from it (LoRA-SB): `loss()` runs the model on the first
+    training batch and returns its mean loss; `learning_rate` is the rate of that step.
+    """
+
+    loss: Callable[[], torch.Tensor]
+    learning_rate: float
 
 
 class AdaptedLinear(Method, nn.Module):

@@ -3,7 +3,7 @@ One adapter configuration: what to add, where, and how big.
 
 `AdapterConfig` holds every setting of an adapter (method, rank, alpha,
 targets, dropout, seed, svd, and a method's own: TinyLoRA's u and
-weight_tying). It is the one place settings are checked: once, when it is
+weight_tying, LoRA-XS's subspace). It is the one place settings are checked: once, when it is
 made, the common settings here and each method's own by its class (its
 `check_settings`). Then it travels whole: `add_adapters` builds from it, the
 adapter file stores it, and `train.py` prints it in its results. Settings
@@ -49,6 +49,7 @@ class AdapterConfig:
     svd: str = "gram"  # how LoRA-XS and TinyLoRA compute their SVD (see svd.py)
     u: int | None = None  # TinyLoRA only: trained numbers per group of layers; None: its default, 64
     weight_tying: float | None = None  # TinyLoRA only: 0 (default) each layer its own v, 1 one v for all
+    subspace: str | None = None  # LoRA-XS only: the frozen directions, top (default), bottom or random
 
     def __post_init__(self):
         """Check every setting and fill in the method's defaults. After this, the config is complete."""
@@ -99,5 +100,5 @@ class AdapterConfig:
 
 
 def method_settings():
-    """Every AdapterConfig field that belongs to one method or another (TinyLoRA's u and weight_tying)."""
+    """Every AdapterConfig field that belongs to one method or another (TinyLoRA's u and weight_tying, ...)."""
     return {name for method in METHODS.values() for name in method.settings}

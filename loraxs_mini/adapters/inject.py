@@ -14,16 +14,19 @@ layers and builds one wrapper for each.
     lora     A (r x in) and B (out x r)                r (in + out)
     vera     d (r) and b (out)                        r + out
     loraxs   R (r x r)                                r²
+    lorasb   R (r x r)                                r²
     tinylora v (u), shared by a group of layers          u per group
 """
 
 import fnmatch
+import math
 
+import torch
 import torch.nn as nn
 from tqdm import tqdm
 
-from ..errors import LoraxsError
-from .base import AdaptedLinear
+from ..errors import LoraxsError, is_number
+from .base import AdaptedLinear, FirstStep
 from .config import EVERY_LINEAR, AdapterConfig
 from .qkv import PARTS, SplitQKV
 
@@ -72,7 +75,7 @@ def find_targets(model, patterns=EVERY_LINEAR):
     return {name: layer for name, layer in layers.items() if name in chosen}
 
 
-def add_adapters(model, config, *, progress=False, svd_cache=None, **settings):
+def add_adapters(model, config, *, progress=False, svd_cache=None, first_step=None, from_file=False, **settings):
     """
     Wrap the target layers of `model` with an adapter and freeze the rest.
     `config` is an AdapterConfig, or a method name with its settings as
@@ -83,21 +86,35 @@ def add_adapters(model, config, *, progress=False, svd_cache=None, **settings):
     `progress` shows a bar over the layers: LoRA-XS computes an SVD for each
     (seconds for GPT-2, minutes for gpt2-xl on a CPU). `svd_cache`, an
     SVDCache, lets LoRA-XS runs on copies of one model share those SVDs.
+    `first_step`, (inputs, targets, learning_rate): full fine-tuning's first
+    batch and the rate of its first step, which LoRA-SB is built from (other
+    methods ignore it). `from_file`: the frozen tensors will be copied in from
+    an adapter file (load_adapters), so LoRA-SB needs no first step.
     """
     if isinstance(config, str):
         config = AdapterConfig(config, **settings)
     elif settings:
         raise LoraxsError("give the settings in the AdapterConfig or as keywords after a method name, not both")
     layers = check_adapters(model, config)  # everything is checked before anything changes
-
     method = config.method_class
+    if method.needs_first_step and first_step is None and not from_file:
+        raise LoraxsError(
+            f"{method.display_name} is built from the first step of full fine-tuning: give add_adapters(..., "
+            "first_step=(inputs, targets, learning_rate)), a training batch and the rate of the first step, or "
+            "load a saved adapter file with load_adapters"
+        )
+    if first_step is not None:
+        check_first_step(first_step)
+        inputs, targets, learning_rate = first_step
+        first_step = FirstStep(lambda: model(inputs, targets)[1], learning_rate)  # the batch's mean loss
+
     model.requires_grad_(method.trains_base)  # adapters bring their own trainable tensors; all else is frozen
     model.adapter_config = config
     modules = dict(model.named_modules())
     for fused_name in {name.rpartition(".")[0] for name in layers if name not in modules}:  # c_attn taken by thirds
         replace_module(model, fused_name, SplitQKV(modules[fused_name]))
     layers = {name: model.get_submodule(name) for name in layers}  # q, k, v: now the split layers themselves
-    adapters = method.adapt(layers, config, svd_cache)  # built one by one, as the bar moves
+    adapters = method.adapt(layers, config, svd_cache, first_step)  # built one by one, as the bar moves
     bar = tqdm(adapters, f"adding {config.method}", len(layers), disable=not progress, leave=False, dynamic_ncols=True)
     for name, adapter in bar:
         replace_module(model, name, adapter)
@@ -116,6 +133,18 @@ def check_adapters(model, config):
     layers = find_targets(model, config.targets)
     config.method_class.check_layers(layers, config)
     return layers
+
+
+def check_first_step(first_step):
+    """(inputs, targets, learning_rate): two tensors of token ids of one shape, and a positive rate."""
+    if not (isinstance(first_step, tuple) and len(first_step) == 3):
+        raise LoraxsError("first_step must be (inputs, targets, learning_rate): a batch from make_batch and a rate")
+    inputs, targets, learning_rate = first_step
+    if not (isinstance(inputs, torch.Tensor) and isinstance(targets, torch.Tensor) and inputs.shape == targets.shape):
+        raise LoraxsError("first_step's inputs and targets must be tensors of one shape (batch x tokens), as "
+                          "make_batch returns them")  # fmt: skip
+    if not (is_number(learning_rate) and math.isfinite(learning_rate) and learning_rate > 0):
+        raise LoraxsError(f"first_step's learning rate must be a positive number, got {learning_rate!r}")
 
 
 def replace_module(model, name, module):

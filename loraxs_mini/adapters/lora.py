@@ -50,7 +50,7 @@ class LoRALinear(AdaptedLinear):
                 )
 
     @classmethod
-    def adapt(cls, layers, config, svd_cache=None):
+    def adapt(cls, layers, config, svd_cache=None, first_step=None):
         generator = torch.Generator().manual_seed(config.seed)  # every layer's A in turn, from one seeded stream
         for name, layer in layers.items():
             yield name, cls(layer, config.rank, config.alpha, config.dropout, generator)

@@ -47,6 +47,21 @@ there the best rate rose from 3e-4 at r <= 4 to 1e-3 at r >= 8. So each
 rank has its own rate, chosen on validation (learning_rates below;
 docs/defaults.md).
 
+Which subspace? (`subspace`, lesson 09.) The paper freezes the top r
+directions; two other choices test whether that is what makes it work:
+
+    top      U_r, V_r of the r largest singular values           (the paper; the default)
+    bottom   the r smallest ones                                   (MiLoRA's choice of directions)
+    random   a seeded random orthonormal pair, U' (out x r), V' (in x r)
+
+Only the directions differ: every choice keeps the top Σ_r as its scale,
+B = U', A = Σ_r V'ᵀ. With the bottom singular values instead, A would be
+hundreds of times smaller and every step on R would move ΔW that much less:
+the comparison would measure a step size, not a subspace. With Σ_r kept, the
+same R gives an update of the same size in each subspace, so one learning rate
+serves all three (docs/defaults.md checks it). The random pair is drawn from
+seed + the layer's index among the targets, as TinyLoRA's P are.
+
 When is that subspace well defined? Only when σ_r > σ_{r+1}. If the two are
 nearly equal, any mix of u_r and u_{r+1} is an equally good r-th direction,
 and rounding decides which one the SVD returns: another machine or library
@@ -62,7 +77,7 @@ import torch.nn.functional as F
 
 from ..errors import LoraxsError
 from .base import AdaptedLinear, new_parameter
-from .svd import truncated_svd
+from .svd import fixed_signs, truncated_svd
 
 # Below this σ_r / σ_{r+1}, the top-r subspace hangs on rounding. On the small pretrained model, the Gram route and the
 # full float32 SVD disagreed on U_r by a sine of 1.4e-3 at a gap of 1.0003, by at most 4e-5 at every gap above 1.005:
@@ -123,6 +138,9 @@ class SVDCache:
         return self.triplets[name, method]
 
 
+SUBSPACES = ("top", "bottom", "random")
+
+
 def top_triplets(base, rank, svd="gram", triplets=None):
     """
     (U_r, Σ_r, V_rᵀ, gap) of the layer's weight, gap = σ_r / σ_{r+1}: what LoRA-XS (and TinyLoRA) build B and A
@@ -133,12 +151,39 @@ def top_triplets(base, rank, svd="gram", triplets=None):
     return U[:, :rank], S[:rank], Vh[:rank], gap
 
 
+def frozen_directions(base, rank, subspace, top, seed):
+    """
+    (U', V'ᵀ, gap): the r directions LoRA-XS freezes, out x r and r x in. `top`: the layer's (U_r, Σ_r, V_rᵀ, gap).
+    gap is σ_r / σ_(r+1) at the edge of the chosen singular directions (random: none, infinite).
+    """
+    U_r, _, Vh_r, gap = top
+    if subspace == "top":
+        return U_r, Vh_r, gap
+    W = base.weight.detach().float()
+    if subspace == "bottom":  # every triplet (the Gram route would lose the small ones), then the last r
+        U, S, Vh = torch.linalg.svd(W, full_matrices=False)
+        signs = fixed_signs(U[:, -rank:])
+        edge = (S[-rank - 1] / S[-rank]).item() if len(S) > rank else math.inf  # σ_(n-r) / σ_(n-r+1)
+        return U[:, -rank:] * signs, Vh[-rank:] * signs[:, None], edge
+    generator = torch.Generator().manual_seed(seed)  # random: orthonormal columns from QR of Gaussian matrices
+    U = torch.linalg.qr(torch.randn(W.shape[0], rank, generator=generator)).Q  # out x r
+    V = torch.linalg.qr(torch.randn(W.shape[1], rank, generator=generator)).Q  # in x r
+    return U.to(W.device), V.T.to(W.device), math.inf
+
+
 class LoRAXSLinear(AdaptedLinear):
     name, display_name = "loraxs", "LoRA-XS"
     default_rank = 8
     has_alpha = True
     uses_svd = True
     learning_rates = {2: 1e-1, 4: 3e-2, 8: 1e-2, 16: 3e-3, 32: 3e-3}  # docs/defaults.md
+    settings = {"subspace": "top"}  # the directions B and A span: top (the paper), bottom or random
+
+    @classmethod
+    def check_settings(cls, config):
+        config.subspace = cls.settings["subspace"] if config.subspace is None else config.subspace
+        if config.subspace not in SUBSPACES:
+            raise LoraxsError(f"unknown subspace {config.subspace!r}; choose one of {', '.join(SUBSPACES)}")
 
     @classmethod
     def default_alpha(cls, rank):
@@ -150,23 +195,30 @@ class LoRAXSLinear(AdaptedLinear):
             check_svd_rank(layer, config.rank, cls.display_name, name)
 
     @classmethod
-    def adapt(cls, layers, config, svd_cache=None):
+    def adapt(cls, layers, config, svd_cache=None, first_step=None):
         generator = torch.Generator().manual_seed(config.seed)  # every layer's R in turn, from one seeded stream
         adapters = {}
-        for name, layer in layers.items():
+        for index, (name, layer) in enumerate(layers.items()):
             triplets = svd_cache.get(name, layer.weight, config.svd) if svd_cache is not None else None
-            adapters[name] = cls(layer, config.rank, config.alpha, config.dropout, generator, config.svd, triplets)
+            adapters[name] = cls(
+                layer, config.rank, config.alpha, config.dropout, generator, config.svd, triplets,
+                config.subspace, config.seed + index,
+            )  # fmt: skip
             yield name, adapters[name]
         warn_about_narrow_gaps(adapters)
 
-    def __init__(self, base, rank, alpha, dropout=0.0, generator=None, svd="gram", triplets=None):
+    def __init__(
+        self, base, rank, alpha, dropout=0.0, generator=None, svd="gram", triplets=None, subspace="top", seed=0
+    ):
+        """`seed`: of the random subspace, the config's seed plus the layer's index among the targets."""
         check_svd_rank(base, rank, self.display_name)
         super().__init__(base, rank, dropout)
         self.scaling = alpha / rank
-        U_r, S_r, Vh_r, self.gap = top_triplets(base, rank, svd, triplets)
+        top = top_triplets(base, rank, svd, triplets)
+        U, Vh, self.gap = frozen_directions(base, rank, subspace, top, seed)  # top: U_r and V_rᵀ
         # Frozen: buffers, not parameters. Rebuilt from W when an adapter file is loaded, unless stored in it.
-        self.register_buffer("B", U_r.contiguous(), persistent=False)  # out x r: U_r
-        self.register_buffer("A", S_r[:, None] * Vh_r, persistent=False)  # r x in: Σ_r V_rᵀ
+        self.register_buffer("B", U.contiguous(), persistent=False)  # out x r: U_r
+        self.register_buffer("A", top[1][:, None] * Vh, persistent=False)  # r x in: Σ_r V_rᵀ (every subspace: top Σ_r)
         R = torch.randn(rank, rank, generator=generator) * 1e-5
         self.R = new_parameter(R, like=base.weight)  # r x r, the only trained tensor
 

@@ -12,6 +12,7 @@ from ..errors import LoraxsError
 from .base import AdaptedLinear
 from .baselines import FullFineTuning, ZeroShot
 from .lora import LoRALinear
+from .lorasb import LoRASBLinear
 from .loraxs import LoRAXSLinear
 from .tinylora import TinyLoRALinear
 from .vera import VeRALinear
@@ -25,6 +26,7 @@ METHODS = {
         VeRALinear,
         LoRAXSLinear,
         TinyLoRALinear,
+        LoRASBLinear,
     )
 }
 

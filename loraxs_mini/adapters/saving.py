@@ -38,7 +38,6 @@ from ..errors import LoraxsError
 from ..safetensors_file import load_file, parse_json, read_header, save_file
 from .config import AdapterConfig, method_settings
 from .inject import adapted_layers, adapter_parameters, add_adapters, remove_adapters
-from .registry import METHODS
 
 SHAPE_KEYS = ("vocab_size", "block_size", "n_layer", "n_head", "n_embd")
 METADATA_KEYS = ("adapter_config", "base_model", "base_shape", "base_fingerprint", "frozen_stored")
@@ -120,6 +119,7 @@ def save_adapters(model, path, frozen=False):
     if config is None or not config.method_class.trains:
         raise LoraxsError("this model has no adapters to save; add them with add_adapters(model, method)")
     tensors = trained_tensors(model)
+    frozen = frozen or config.method_class.stores_frozen  # LoRA-SB's B and A come from data: always stored
     metadata = {
         "adapter_config": json.dumps(config.to_dict()),
         "base_model": json.dumps(model.config.name),
@@ -148,11 +148,9 @@ def read_adapter_config(path):
     if not well_formed(saved):
         raise LoraxsError(not_ours)
     recipe, every_field = saved["adapter_config"], {field.name for field in fields(AdapterConfig)}
-    # Files written before a method's own settings existed (TinyLoRA's u and weight_tying) lack them: a method that
-    # does not take a setting leaves it None anyway.
-    method = METHODS.get(recipe["method"]) if isinstance(recipe.get("method"), str) else None
-    others = method_settings() - (method.settings.keys() if method else set())
-    recipe = {**dict.fromkeys(others), **recipe}
+    # Files written before a method's own settings existed (TinyLoRA's u and weight_tying, LoRA-XS's subspace) lack
+    # them: None is what they were trained with, another method's setting or the method's default (LoRA-XS: top).
+    recipe = {**dict.fromkeys(method_settings()), **recipe}
     if recipe.keys() != every_field:  # a missing field would silently take today's default, not the trained value
         raise LoraxsError(
             f"{path}: its adapter_config should give {', '.join(sorted(every_field))}; it gives "
@@ -209,6 +207,9 @@ def load_adapters(model, path):
                 f"{path} was trained on other weights than this model's (base {saved['base_model']!r}, same "
                 "shape but different values); load it into the base model it was trained on"
             )
+    if config.method_class.stores_frozen and not saved["frozen_stored"]:
+        raise LoraxsError(f"{path} lacks the frozen tensors of its {config.method_class.display_name} adapter, which "
+                          "cannot be rebuilt from the base model; was it edited?")  # fmt: skip
     current = getattr(model, "adapter_config", None)
     if current is not None:
         for field in fields(AdapterConfig):  # dropout acts only in training: any value may load
@@ -223,7 +224,7 @@ def load_adapters(model, path):
     if current is None:
         with warnings.catch_warnings():  # a narrow SVD gap: the checksums below decide whether the rebuild is right
             warnings.simplefilter("ignore")
-            add_adapters(model, config)
+            add_adapters(model, config, from_file=True)
     try:
         copy_checked(model, load_file(path)[0], saved, path)
     except LoraxsError:

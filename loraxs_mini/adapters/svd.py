@@ -51,11 +51,17 @@ def truncated_svd(W, rank, method="gram", power_iterations=6):
         U, S, Vh = randomized_svd(W, rank, power_iterations)
     else:
         raise LoraxsError(f"unknown SVD method {method!r}; choose one of {', '.join(SVD_METHODS)}")
-    # (u_i, v_i) and (-u_i, -v_i) are both correct singular vectors, and libraries differ in which they
-    # return. Fix one: the largest entry of each u_i is positive. Adapter files store only R, so B and A
-    # must come out the same on every machine that rebuilds them.
-    signs = torch.sign(U.gather(0, U.abs().argmax(dim=0, keepdim=True))).squeeze(0)  # r values of ±1
+    signs = fixed_signs(U)  # r values of ±1
     return U * signs, S, Vh * signs[:, None]
+
+
+def fixed_signs(U):
+    """
+    (u_i, v_i) and (-u_i, -v_i) are both correct singular vectors, and libraries differ in which they return.
+    Fix one: the largest entry of each u_i is positive. Adapter files store only R, so B and A must come out the
+    same on every machine that rebuilds them. Returns one ±1 per column of U.
+    """
+    return torch.sign(U.gather(0, U.abs().argmax(dim=0, keepdim=True))).squeeze(0)
 
 
 def gram_svd(W, rank):

@@ -106,7 +106,7 @@ class TinyLoRALinear(AdaptedLinear):
             )
 
     @classmethod
-    def adapt(cls, layers, config, svd_cache=None):
+    def adapt(cls, layers, config, svd_cache=None, first_step=None):
         groups = tinylora_groups(len(layers), config.weight_tying)  # one v per group of consecutive layers
         like = next(iter(layers.values())).weight
         vectors = [TinyLoRAVector(config.u, like) for _ in range(max(groups) + 1)]

@@ -77,7 +77,7 @@ class VeRALinear(AdaptedLinear):
             )
 
     @classmethod
-    def adapt(cls, layers, config, svd_cache=None):
+    def adapt(cls, layers, config, svd_cache=None, first_step=None):
         widest_in = max(layer.in_features for layer in layers.values())
         widest_out = max(layer.out_features for layer in layers.values())
         like = next(iter(layers.values())).weight

@@ -1,0 +1,171 @@
+"""Which subspace LoRA-XS freezes (top, bottom, random), and LoRA-SB, which takes it from full fine-tuning's first step."""
+
+import copy
+import json
+
+import pytest
+import torch
+
+from conftest import tiny_gpt
+from loraxs_mini.adapters import (
+    AdapterConfig,
+    adapted_layers,
+    add_adapters,
+    load_adapters,
+    merge_adapters,
+    parameter_counts,
+    save_adapters,
+)
+from loraxs_mini.errors import LoraxsError
+from loraxs_mini.safetensors_file import load_file, read_header, save_file
+
+
+@pytest.fixture
+def batch():
+    tokens = torch.randint(0, 1000, (3, 10), generator=torch.Generator().manual_seed(4))
+    return tokens, torch.roll(tokens, -1, dims=1)  # (inputs, targets): next-token prediction on random text
+
+
+def singular_values(B, A):
+    return torch.linalg.svdvals(B @ A)[: B.shape[1]]  # the rest are zero: B A has rank r
+
+
+def test_top_bottom_and_random_differ_only_in_their_directions():
+    model = tiny_gpt()
+    W = model.transformer.h[1].mlp.c_fc.weight.detach()  # 128 x 32
+    U, S, Vh = torch.linalg.svd(W, full_matrices=False)
+    layers = {}
+    for subspace in ("top", "bottom", "random"):
+        adapted = add_adapters(copy.deepcopy(model), "loraxs", rank=4, subspace=subspace)
+        layers[subspace] = adapted.transformer.h[1].mlp.c_fc
+    for subspace, layer in layers.items():
+        # B has orthonormal columns and A = Σ_r V'ᵀ with the top four singular values: the same scale everywhere.
+        torch.testing.assert_close(layer.B.T @ layer.B, torch.eye(4), atol=1e-5, rtol=0)
+        torch.testing.assert_close(singular_values(layer.B, layer.A), S[:4], atol=1e-4, rtol=1e-4)
+    # Projectors onto each subspace's column space, compared with the SVD's own (signs do not matter for these).
+    projector = {name: layer.B @ layer.B.T for name, layer in layers.items()}
+    torch.testing.assert_close(projector["top"], U[:, :4] @ U[:, :4].T, atol=1e-4, rtol=0)
+    torch.testing.assert_close(projector["bottom"], U[:, -4:] @ U[:, -4:].T, atol=1e-4, rtol=0)
+    assert torch.linalg.matrix_rank(torch.cat([layers["bottom"].A, Vh[-4:]]), atol=1e-4) == 4  # rows in span(V_bottom)
+    assert torch.linalg.matrix_rank(torch.cat([layers["top"].A, Vh[:4]]), atol=1e-4) == 4
+    # A random subspace is about as far from both as chance: its overlap with the top r directions is small.
+    overlap = (projector["random"] @ U[:, :4]).norm() ** 2 / 4  # 1 if inside span(U_r), about r / out = 0.03 if random
+    assert overlap < 0.2
+
+
+def test_the_default_subspace_is_the_paper_s_top_one_and_old_files_load_as_top(tmp_path):
+    model = tiny_gpt()
+    assert AdapterConfig("loraxs").subspace == "top"
+    default = add_adapters(copy.deepcopy(model), "loraxs", rank=4, seed=3)
+    top = add_adapters(copy.deepcopy(model), "loraxs", rank=4, seed=3, subspace="top")
+    for a, b in zip(default.state_dict().values(), top.state_dict().values()):
+        assert torch.equal(a, b)
+    # A file written before the setting existed has no "subspace" in its config: it was trained on the top one.
+    path = tmp_path / "old.safetensors"
+    save_adapters(default, path)
+    tensors, metadata = load_file(path)[0], read_header(path)[1]
+    recipe = json.loads(metadata["adapter_config"])
+    del recipe["subspace"]
+    save_file(tensors, path, {**metadata, "adapter_config": json.dumps(recipe)})
+    assert load_adapters(copy.deepcopy(model), path).adapter_config.subspace == "top"
+
+
+@pytest.mark.parametrize("subspace", ["bottom", "random"])
+def test_a_subspace_is_recorded_in_the_file_and_rebuilt_exactly(tmp_path, subspace):
+    model = tiny_gpt()
+    adapted = add_adapters(copy.deepcopy(model), "loraxs", rank=4, seed=2, subspace=subspace)
+    with torch.no_grad():
+        for parameter in adapted.parameters():
+            if parameter.requires_grad:
+                parameter.normal_(std=0.1)
+    save_adapters(adapted, tmp_path / "a.safetensors")
+    loaded = load_adapters(copy.deepcopy(model), tmp_path / "a.safetensors")
+    assert loaded.adapter_config.subspace == subspace
+    tokens = torch.randint(0, 1000, (2, 9))
+    with torch.no_grad():
+        assert torch.equal(loaded(tokens)[0], adapted(tokens)[0])
+        assert (adapted(tokens)[0] - model(tokens)[0]).abs().max() > 1e-3  # the adapter changes something
+
+
+def test_a_random_subspace_comes_from_the_seed_and_differs_between_layers_and_seeds():
+    model = tiny_gpt()
+
+    def B(seed, block):
+        adapted = add_adapters(copy.deepcopy(model), "loraxs", rank=4, seed=seed, subspace="random")
+        return adapted.transformer.h[block].attn.c_proj.B
+
+    assert torch.equal(B(0, 0), B(0, 0))
+    assert not torch.allclose(B(0, 0), B(1, 0), atol=1e-3) and not torch.allclose(B(0, 0), B(0, 1), atol=1e-3)
+
+
+def test_subspace_is_loraxs_s_alone_and_takes_three_values():
+    with pytest.raises(LoraxsError, match="unknown subspace 'middle'; choose one of top, bottom, random"):
+        AdapterConfig("loraxs", subspace="middle")
+    with pytest.raises(LoraxsError, match="subspace is a setting of LoRA-XS; LoRA has none"):
+        AdapterConfig("lora", subspace="top")
+
+
+def test_lorasb_starts_at_the_best_rank_r_approximation_of_the_estimated_first_update(batch):
+    """B R A at the start = U_r Σ_r V_rᵀ of ΔW_1 = -η sign(∇_W L), computed here by hand on the plain model."""
+    model, rate = tiny_gpt(), 2e-3
+    inputs, targets = batch
+    weights = {name: module.weight for name, module in model.named_modules() if name.endswith("mlp.c_fc")}
+    loss = model(inputs, targets)[1]
+    gradients = dict(zip(weights, torch.autograd.grad(loss, list(weights.values()))))
+    model.zero_grad(set_to_none=True)
+    adapted = add_adapters(copy.deepcopy(model), "lorasb", rank=4, targets=["mlp.c_fc"], first_step=(*batch, rate))
+    for name, adapter in adapted_layers(adapted).items():
+        update = -rate * gradients[name].sign()  # Adam's first step: -η m / sqrt(v) = -η sign(g)
+        U, S, Vh = torch.linalg.svd(update, full_matrices=False)
+        best = U[:, :4] @ torch.diag(S[:4]) @ Vh[:4]  # Eckart-Young: the closest rank-4 matrix
+        torch.testing.assert_close(adapter.delta_weight(), best, atol=1e-6, rtol=1e-4)
+        # Nothing of rank 4 is closer: the error is exactly the singular values left out.
+        error = (update - adapter.delta_weight()).norm() ** 2
+        torch.testing.assert_close(error, S[4:].square().sum(), atol=1e-8, rtol=1e-3)
+        torch.testing.assert_close(adapter.B.T @ adapter.B, torch.eye(4), atol=1e-5, rtol=0)  # orthonormal B, A
+        torch.testing.assert_close(adapter.A @ adapter.A.T, torch.eye(4), atol=1e-5, rtol=0)
+    assert parameter_counts(adapted)[0] == 4 * 4 * model.config.n_layer  # r² per layer, as LoRA-XS
+    assert all(not p.requires_grad for n, p in adapted.named_parameters() if not n.endswith(".R"))
+
+
+def test_lorasb_refuses_to_start_without_a_first_step_and_leaves_the_model_as_it_was(batch):
+    model = tiny_gpt()
+    before = copy.deepcopy(model.state_dict())
+    with pytest.raises(LoraxsError, match="LoRA-SB is built from the first step of full fine-tuning"):
+        add_adapters(model, "lorasb", rank=4)
+    with pytest.raises(LoraxsError, match="learning rate must be a positive number"):
+        add_adapters(model, "lorasb", rank=4, first_step=(*batch, -1.0))
+    assert not adapted_layers(model) and not hasattr(model, "adapter_config")
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(p.requires_grad for p in model.parameters())
+
+
+def test_lorasb_leaves_the_base_weights_frozen_and_without_gradients(batch):
+    model = tiny_gpt()
+    adapted = add_adapters(model, "lorasb", rank=4, first_step=(*batch, 1e-3))
+    for name, parameter in adapted.named_parameters():
+        assert parameter.grad is None
+        assert parameter.requires_grad == name.endswith(".R")
+
+
+def test_lorasb_files_store_b_and_a_and_load_exactly_and_merge(tmp_path, batch):
+    model = tiny_gpt()
+    adapted = add_adapters(copy.deepcopy(model), "lorasb", rank=4, first_step=(*batch, 1e-3))
+    path = tmp_path / "sb.safetensors"
+    save_adapters(adapted, path)  # without frozen=True: B and A come from data, so they are stored anyway
+    stored = load_file(path)[0]
+    assert any(name.endswith(".B") for name in stored) and any(name.endswith(".A") for name in stored)
+    loaded = load_adapters(copy.deepcopy(model), path)
+    tokens = batch[0]
+    with torch.no_grad():
+        assert torch.equal(loaded(tokens)[0], adapted(tokens)[0])
+        assert (adapted(tokens)[0] - model(tokens)[0]).abs().max() > 1e-4  # it starts at the first step, not at W
+        torch.testing.assert_close(merge_adapters(loaded)(tokens)[0], adapted(tokens)[0], atol=1e-5, rtol=0)
+    # A LoRA-SB file whose B and A were taken out cannot be rebuilt: refused, the model untouched.
+    header = read_header(path)[1]
+    trained_only = {name: tensor for name, tensor in stored.items() if name.endswith(".R")}
+    save_file(trained_only, tmp_path / "edited.safetensors", {**header, "frozen_stored": "false"})
+    fresh = copy.deepcopy(model)
+    with pytest.raises(LoraxsError, match="lacks the frozen tensors of its LoRA-SB adapter"):
+        load_adapters(fresh, tmp_path / "edited.safetensors")
+    assert not adapted_layers(fresh)
