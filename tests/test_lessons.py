@@ -12,10 +12,10 @@ import check  # lessons/check.py: conftest puts lessons/ on the path
 from conftest import ROOT, requires_tokenizer
 
 LESSON_FILES = sorted((ROOT / "lessons").glob("[0-9][0-9]_*.py"))
-TOKENIZING_LESSONS = ("01", "02", "06")  # the lessons that read text
+TOKENIZING_LESSONS = ("01", "02", "06", "09")  # the lessons that read text
 FIGURES = {  # lesson -> the picture it draws
     "01": "01_causal_attention", "03": "03_lora_recovers_a_rank_2_update", "04": "04_vera_trained_d_and_b",
-    "05": "05_spectrum", "06": "06_loss_curves", "08": "08_tinylora_counts",
+    "05": "05_spectrum", "06": "06_loss_curves", "08": "08_tinylora_counts", "09": "09_captured_share",
 }  # fmt: skip
 
 
@@ -24,7 +24,7 @@ def lesson_param(path):
 
 
 def test_there_is_a_lesson_per_component():
-    assert [path.name[:2] for path in LESSON_FILES] == ["01", "02", "03", "04", "05", "06", "07", "08"]
+    assert [path.name[:2] for path in LESSON_FILES] == ["01", "02", "03", "04", "05", "06", "07", "08", "09"]
 
 
 @pytest.mark.parametrize("lesson", [lesson_param(path) for path in LESSON_FILES], ids=lambda path: path.stem)
@@ -116,6 +116,8 @@ WRONG_ANSWERS = {
     "    tokens = p + c + [end]\n"
     "    return tokens[:-1], tokens[1:]  # the prompt is graded too",
     ("08", "loraxs_as_lora"): "def loraxs_as_lora(A, B, R, scaling):\n    return A, B @ R  # the scale forgotten",
+    ("09", "captured_share"): "def captured_share(delta, U, V):\n"
+    "    return ((U.T @ delta @ V).norm() / delta.norm()).item()  # norms, not squared norms",
     ("07", "merged_linear"): "import torch\n"
     "def merged_linear(adapter):\n"
     "    adapter.merge()  # changes the adapter instead of building a new layer\n"
@@ -140,9 +142,9 @@ def test_lesson_06_loop_and_counts_agree_with_train_py(tmp_path):
     )
     assert lesson.returncode == 0, lesson.stderr[-3000:]
     printed = dict(re.findall(r"^(\w+): ([\d,]+) trainable parameters$", lesson.stdout, re.M))
-    assert set(printed) == {"full", "lora", "vera", "loraxs", "tinylora"}
+    assert set(printed) == {"full", "lora", "vera", "loraxs", "tinylora", "lorasb"}
     result = subprocess.run(
-        [sys.executable, "train.py", "--init-from", "random:tiny", "--method", "full,lora,vera,loraxs,tinylora",
+        [sys.executable, "train.py", "--init-from", "random:tiny", "--method", "full,lora,vera,loraxs,tinylora,lorasb",
          "--steps", "10", "--no-save", "--out", tmp_path],  # fmt: skip
         cwd=ROOT, capture_output=True, text=True,
     )  # fmt: skip

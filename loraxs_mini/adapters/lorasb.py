@@ -63,14 +63,15 @@ def first_update(layers, first_step):
     one forward and backward pass on the first batch. Leaves every weight and its requires_grad as it was.
     """
     weights = [layer.weight for layer in layers.values()]
+    frozen = [not weight.requires_grad for weight in weights]
     for weight in weights:
         weight.requires_grad_(True)
     try:
         with torch.enable_grad():
             gradients = torch.autograd.grad(first_step.loss(), weights)  # only these W, not the whole model
     finally:
-        for weight in weights:
-            weight.requires_grad_(False)
+        for weight, was_frozen in zip(weights, frozen):
+            weight.requires_grad_(not was_frozen)
     return {name: -first_step.learning_rate * gradient.sign() for name, gradient in zip(layers, gradients)}
 
 

@@ -1,0 +1,196 @@
+# Lesson 09: which subspace? LoRA-XS freezes W's top singular directions; would any others do?
+#
+#     python lessons/09_which_subspace.py                 gpt2 (downloads once); about 2 minutes on a 2-core CPU
+#     python lessons/09_which_subspace.py --model PATH    any GPT-2 checkpoint folder
+#     python lessons/09_which_subspace.py --quick         a tiny random model, for CI
+#
+# Code: loraxs_mini/adapters/loraxs.py (its `subspace` setting), loraxs_mini/adapters/lorasb.py (short: read it).
+
+# %% Settings
+#
+# In a notebook, set them here (offline: MODEL = a GPT-2 checkpoint folder, or QUICK = True). Run as
+# a script, its flags set them: --quick, --model PATH.
+MODEL = "gpt2"  # a preset (downloaded once) or a GPT-2 checkpoint folder
+QUICK = False  # True: a tiny random model instead of MODEL, in seconds (what CI runs)
+
+# %% Setup
+import copy
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from figures import pyplot, show
+from loraxs_mini import GPT, GPTConfig
+from loraxs_mini.adapters import add_adapters, find_targets
+from loraxs_mini.adapters.base import FirstStep
+from loraxs_mini.adapters.lorasb import first_update
+from loraxs_mini.data import load_task, make_batch
+from loraxs_mini.errors import friendly_errors
+from loraxs_mini.pretrained import load_pretrained, save_pretrained
+from loraxs_mini.recipe import (
+    DEFAULT_BATCH_SIZE,
+    GRAD_CLIP,
+    batch_order,
+    default_learning_rate,
+    first_step,
+    learning_rate_at,
+)
+
+if "ipykernel" not in sys.modules:  # run as a script: the flags override the settings above
+    QUICK = QUICK or "--quick" in sys.argv
+    MODEL = sys.argv[sys.argv.index("--model") + 1] if "--model" in sys.argv else MODEL
+if QUICK:  # a tiny random GPT-2, saved once, plays the pretrained base model
+    torch.manual_seed(0)
+    MODEL = str(Path(tempfile.mkdtemp()) / "tiny")
+    save_pretrained(GPT(GPTConfig.from_name("tiny")), MODEL)
+STEPS = 6 if QUICK else 50  # full fine-tuning steps for the update we study (train.py's default run: 150)
+RANKS = (1, 2, 4, 8, 16, 32)
+torch.manual_seed(0)
+
+
+# %% 1. What can B R A express?
+#
+# LoRA-XS's update is ΔW = B R A with B (out x r) and A (r x in) frozen. Whatever R learns, the
+# columns of ΔW stay in span(B) and its rows in span(Aᵀ). Take orthonormal bases U (out x r) of the
+# one and V (in x r) of the other: the updates LoRA-XS can reach are exactly U M Vᵀ for any r x r
+# matrix M. The one closest to a given ΔW is its projection,
+#
+#     M = Uᵀ ΔW V,       U M Vᵀ = (U Uᵀ) ΔW (V Vᵀ),
+#
+# and the share of ΔW it keeps is  ||Uᵀ ΔW V||² / ||ΔW||²  (squared Frobenius norms). That share is
+# what this lesson measures: how much of a real fine-tuning update each frozen subspace can hold.
+# Its ceiling is ΔW's own top r singular directions (Eckart-Young): no pair of r-dimensional
+# subspaces keeps more than (σ_1² + ... + σ_r²) / Σ σ_i² of ΔW's.
+def captured_share(delta, U, V):
+    """The share of ΔW (out x in) that U M Vᵀ can hold, for U (out x r) and V (in x r) with orthonormal columns."""
+    return ((U.T @ delta @ V).norm() ** 2 / delta.norm() ** 2).item()
+
+
+# %% 2. A real fine-tuning update
+#
+# Full fine-tuning of every weight on the sentiment task, the loop of lesson 06 at full fine-tuning's
+# rate, for a third of train.py's budget; then ΔW = W_after - W_before for each of the matrices the
+# adapters target.
+with friendly_errors():
+    base = load_pretrained(MODEL)
+task = load_task("sentiment")
+train = task.splits["train"]
+rate = default_learning_rate("full")
+model = copy.deepcopy(base).train()
+optimizer = torch.optim.AdamW(model.parameters(), lr=rate, weight_decay=0.0)
+for step, indices in enumerate(batch_order(len(train), STEPS, DEFAULT_BATCH_SIZE, seed=0)):
+    _, loss = model(*make_batch([train[i] for i in indices]))
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
+    for group in optimizer.param_groups:
+        group["lr"] = learning_rate_at(step, STEPS, rate)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+before, after = find_targets(base), find_targets(model)
+updates = {name: (after[name].weight - layer.weight).detach() for name, layer in before.items()}  # ΔW, out x in
+print(f"full fine-tuning, {STEPS} steps: final loss {loss.item():.3f}; {len(updates)} matrices changed")
+
+# %% 3. Four candidate subspaces, and the ceiling
+#
+#     top        W's top r singular directions                 LoRA-XS (the paper)
+#     bottom     W's bottom r                                   MiLoRA's choice
+#     random     a random orthonormal pair                      the control
+#     gradient   the top r of full fine-tuning's first step     LoRA-SB: -η sign(∇_W L) on one batch
+#     ceiling    ΔW's own top r                                 nothing of rank r keeps more
+#
+# A random pair keeps about (r / out)(r / in) of any fixed matrix, next to nothing: the question is
+# how far above chance W's own directions, and the first step's, are.
+inputs, targets, first_rate = first_step(train, STEPS, DEFAULT_BATCH_SIZE, 0, rate)  # the loop's first batch
+probe = copy.deepcopy(base)
+started = time.perf_counter()
+gradient_steps = first_update(find_targets(probe), FirstStep(lambda: probe(inputs, targets)[1], first_rate))
+print(f"the first-step estimate: one forward and backward pass, {time.perf_counter() - started:.2f} s")
+
+
+def orthonormal(rows, rank, generator):
+    return torch.linalg.qr(torch.randn(rows, rank, generator=generator)).Q  # (rows, rank), orthonormal columns
+
+
+def candidates(name, rank):
+    """name -> (U, V): the r-dimensional column and row subspaces of each candidate for one layer."""
+    W, delta = before[name].weight.detach(), updates[name]
+    U_W, _, Vh_W = torch.linalg.svd(W, full_matrices=False)
+    U_G, _, Vh_G = torch.linalg.svd(gradient_steps[name], full_matrices=False)
+    U_D, _, Vh_D = torch.linalg.svd(delta, full_matrices=False)
+    generator = torch.Generator().manual_seed(rank)
+    return {
+        "top": (U_W[:, :rank], Vh_W[:rank].T),
+        "bottom": (U_W[:, -rank:], Vh_W[-rank:].T),
+        "random": (orthonormal(W.shape[0], rank, generator), orthonormal(W.shape[1], rank, generator)),
+        "gradient": (U_G[:, :rank], Vh_G[:rank].T),
+        "ceiling": (U_D[:, :rank], Vh_D[:rank].T),
+    }
+
+
+shares = {}  # subspace -> [mean share over the layers, at each rank]
+for rank in RANKS:
+    per_layer = [
+        {subspace: captured_share(updates[name], U, V) for subspace, (U, V) in candidates(name, rank).items()}
+        for name in updates
+    ]
+    for subspace in per_layer[0]:
+        shares.setdefault(subspace, []).append(sum(layer[subspace] for layer in per_layer) / len(per_layer))
+print("share of ΔW each subspace can hold, mean over the layers:")
+print("r:        " + "".join(f"{rank:>9}" for rank in RANKS))
+for subspace, row in shares.items():
+    print(f"{subspace:9s} " + "".join(f"{share:9.4f}" for share in row))
+in_, out = before[next(iter(before))].in_features, before[next(iter(before))].out_features
+print(f"chance at r = 8 for the first layer ({out} x {in_}): (r / out)(r / in) = {64 / (in_ * out):.1e}")
+
+plt = pyplot()
+if plt is not None:
+    figure, axes = plt.subplots(figsize=(6.5, 4))
+    for subspace, row in shares.items():
+        style = dict(color="gray", linestyle="--") if subspace == "ceiling" else {}
+        axes.plot(RANKS, row, marker="o", label=subspace, **style)
+    axes.set_xscale("log", base=2)
+    axes.set_yscale("log")
+    axes.set_xlabel("rank r")
+    axes.set_ylabel("share of the fine-tuning update held (log)")
+    axes.set_title(f"ΔW of {STEPS} steps of full fine-tuning, mean over {len(updates)} matrices", fontsize=10)
+    axes.grid(True, alpha=0.3)
+    axes.legend(fontsize=8)
+    show(figure, "09_captured_share")
+
+# What to look for: random is at chance; the gradient subspace holds far more of ΔW than W's top
+# directions do, because the first step points where the rest of fine-tuning goes. W's top
+# directions do better than chance: fine-tuning changes most where W itself acts most.
+
+# %% 4. Does holding more of ΔW mean a better model?
+#
+# Not necessarily, and that is the surprise of this lesson. R does not have to copy full fine-tuning's
+# ΔW: it only has to find some update, in its subspace, that solves the task. On the two toy tasks
+# (small pretrained GPT-2, 150 steps, 3 seeds, each at a rate chosen on validation; docs/comparison.md
+# has the tables and the command), the top subspace did not beat a random one by more than the spread
+# over seeds at most ranks, and the bottom one was clearly worse only on sentiment. Where that
+# differs from the papers, and what would have to change for them to agree, is in docs/comparison.md,
+# "Which subspace?".
+
+# %% 5. LoRA-SB in one call
+#
+# LoRA-SB freezes the gradient subspace above, B = U_r and A = V_rᵀ of the first-step estimate, and
+# starts R = Σ_r, so that B R A is the best rank-r approximation of that step: the model starts where
+# full fine-tuning's first step, squeezed into rank r, would have taken it. It needs a batch and a
+# rate, which train.py gives from the loop's first step (recipe.first_step).
+adapted = add_adapters(copy.deepcopy(base), "lorasb", rank=8, first_step=(inputs, targets, first_rate))
+name = next(iter(updates))
+layer = adapted.get_submodule(name)
+U, S, Vh = torch.linalg.svd(gradient_steps[name], full_matrices=False)
+gap = (layer.delta_weight() - U[:, :8] @ torch.diag(S[:8]) @ Vh[:8]).abs().max().item()
+print(f"{name}: |B R A - (ΔW_1)_8| = {gap:.1e} at the start; R is {tuple(layer.R.shape)}, r² = 64 numbers")
+
+# %% Exercises (lessons/exercises/ex09_which_subspace.py; check with: python lessons/check.py 09)
+#
+# 1. captured_share(delta, U, V): the share of ΔW that U M Vᵀ can hold (section 1), without copying it
+# 2. first_step_update(model, inputs, targets, name, learning_rate): LoRA-SB's estimate of full
+#    fine-tuning's first step for one layer, -η sign(∇_W L), as Adam's first step would be
+# 3. Experiment: subspace_shares(delta, W, first_step_update, rank, seed). Before you run it: of the
+#    top, random and gradient subspaces, which holds most of ΔW at r = 8, and which least?
