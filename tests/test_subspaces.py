@@ -1,4 +1,4 @@
-"""Which subspace LoRA-XS freezes (top, bottom, random), and LoRA-SB, which takes it from full fine-tuning's first step."""
+"""Which subspace LoRA-XS freezes (top, bottom, random); LoRA-SB, which takes it from full fine-tuning's first step."""
 
 import copy
 import json
@@ -38,7 +38,7 @@ def test_top_bottom_and_random_differ_only_in_their_directions():
     for subspace in ("top", "bottom", "random"):
         adapted = add_adapters(copy.deepcopy(model), "loraxs", rank=4, subspace=subspace)
         layers[subspace] = adapted.transformer.h[1].mlp.c_fc
-    for subspace, layer in layers.items():
+    for layer in layers.values():
         # B has orthonormal columns and A = Σ_r V'ᵀ with the top four singular values: the same scale everywhere.
         torch.testing.assert_close(layer.B.T @ layer.B, torch.eye(4), atol=1e-5, rtol=0)
         torch.testing.assert_close(singular_values(layer.B, layer.A), S[:4], atol=1e-4, rtol=1e-4)

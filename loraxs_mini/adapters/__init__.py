@@ -1,10 +1,11 @@
 """
-LoRA, VeRA, LoRA-XS and TinyLoRA, side by side, one file each.
+LoRA, VeRA, LoRA-XS, TinyLoRA and LoRA-SB, side by side, one file each.
 
     lora.py       ΔW = (alpha / r) B A                 A, B trained
     vera.py       ΔW = diag(b) B diag(d) A              A, B frozen random and shared; d, b trained
     loraxs.py     ΔW = (alpha / r) B R A                B, A from the SVD of W, frozen; R (r x r) trained
     tinylora.py   ΔW = B (Σ_i v_i P_i) A               B, A from LoRA-XS's SVD; P_i frozen random; v (u numbers) trained
+    lorasb.py     ΔW = B R A                           B, A from the SVD of full fine-tuning's first step; R trained
     baselines.py  none (zero-shot) and full fine-tuning, the two methods that add no adapter
     registry.py   METHODS: every method by name; register() adds one from outside
     base.py       what a method says about itself (Method), and what the adapters share: wrap an nn.Linear, merge
@@ -32,6 +33,7 @@ from .inject import (
     remove_adapters,
 )
 from .lora import LoRALinear
+from .lorasb import LoRASBLinear
 from .loraxs import LoRAXSLinear, SVDCache
 from .qkv import SplitQKV
 from .registry import METHODS, adapter_methods, register
@@ -42,7 +44,7 @@ from .vera import VeRALinear, VeRAProjections
 
 __all__ = [
     "DEFAULT_TARGETS", "EVERY_LINEAR", "EVERY_LINEAR_SPLIT_QKV", "METHODS", "SVD_METHODS", "AdaptedLinear",
-    "AdapterConfig", "FullFineTuning", "LoRALinear", "LoRAXSLinear", "Method", "SplitQKV", "SVDCache",
+    "AdapterConfig", "FullFineTuning", "LoRALinear", "LoRASBLinear", "LoRAXSLinear", "Method", "SplitQKV", "SVDCache",
     "TinyLoRALinear", "VeRALinear", "VeRAProjections", "ZeroShot", "adapted_layers", "adapter_methods",
     "add_adapters", "check_adapters", "describe_parameters", "find_targets", "load_adapters", "merge_adapters",
     "parameter_counts", "register", "remove_adapters", "save_adapters", "truncated_svd",

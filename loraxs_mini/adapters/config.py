@@ -3,14 +3,15 @@ One adapter configuration: what to add, where, and how big.
 
 `AdapterConfig` holds every setting of an adapter (method, rank, alpha,
 targets, dropout, seed, svd, and a method's own: TinyLoRA's u and
-weight_tying, LoRA-XS's subspace). It is the one place settings are checked: once, when it is
-made, the common settings here and each method's own by its class (its
-`check_settings`). Then it travels whole: `add_adapters` builds from it, the
+weight_tying, LoRA-XS's subspace). It is the one place settings are checked:
+once, when it is made, the common settings here and each method's own by its
+class (its `check_settings`). Then it travels whole: `add_adapters` builds from it, the
 adapter file stores it, and `train.py` prints it in its results. Settings
 left out take the method's own defaults, which its class gives
 (default_rank, default_alpha, settings, each with its source):
 
-    LoRA r = 8, alpha = 8; VeRA r = 256; LoRA-XS r = 8, alpha = r; TinyLoRA r = 2, u = 64
+    LoRA r = 8, alpha = 8; VeRA r = 256; LoRA-XS r = 8, alpha = r, subspace top; TinyLoRA r = 2, u = 64;
+    LoRA-SB r = 8
 
 All of them adapt every linear layer of every block, c_attn taken whole:
 attn.c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj (PEFT's "all-linear"; QLoRA
@@ -45,7 +46,7 @@ class AdapterConfig:
     alpha: float | None = None  # None: the method's default; the update is scaled by alpha / rank
     targets: tuple[str, ...] | None = None  # layer names or patterns; None: DEFAULT_TARGETS
     dropout: float = 0.0  # on the adapter's input, during training only
-    seed: int = 0  # LoRA's A, LoRA-XS's R, VeRA's random pair, TinyLoRA's P (seed + the layer's index)
+    seed: int = 0  # LoRA's A, LoRA-XS's R (and random subspace), VeRA's pair, TinyLoRA's P (seed + the layer's index)
     svd: str = "gram"  # how LoRA-XS and TinyLoRA compute their SVD (see svd.py)
     u: int | None = None  # TinyLoRA only: trained numbers per group of layers; None: its default, 64
     weight_tying: float | None = None  # TinyLoRA only: 0 (default) each layer its own v, 1 one v for all

@@ -77,7 +77,7 @@ def first_update(layers, first_step):
 
 class LoRASBLinear(AdaptedLinear):
     name, display_name = "lorasb", "LoRA-SB"
-    default_rank = 8
+    default_rank = 8  # LoRA-XS's, to compare at equal counts (the paper's code: 24 for GLUE, 96 for math)
     needs_first_step = True
     stores_frozen = True
     learning_rates = {}  # docs/defaults.md

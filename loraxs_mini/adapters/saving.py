@@ -7,7 +7,8 @@ metadata, the AdapterConfig, the base model's name and shape, and checks.
 
 The frozen tensors (LoRA-XS's B and A, VeRA's random pair) are rebuilt when
 the file is loaded: B and A from the SVD of the base weights, the pair from
-its seed. That keeps files tiny (19 KB for LoRA-XS on GPT-2), but a rebuild
+its seed. (LoRA-SB's B and A come from training data, which the file does not
+hold: its files always store them.) That keeps files tiny (19 KB for LoRA-XS on GPT-2), but a rebuild
 can come out differently: where σ_r ≈ σ_{r+1} another machine's SVD may find
 another top-r subspace, and another random-number implementation another
 pair. So the file keeps a checksum of each frozen tensor, and loading refuses
