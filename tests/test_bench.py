@@ -23,7 +23,7 @@ def test_our_rows_only_without_the_reference_libraries(capsys, tmp_path, monkeyp
     assert bench.main(QUICK + ["--out", str(tmp_path / "bench.md")]) == 0
     report = (tmp_path / "bench.md").read_text()
     assert report.strip() in capsys.readouterr().out
-    assert rows(report, "Training step") == ["full", "lora", "vera", "loraxs", "tinylora"]
+    assert rows(report, "Training step") == ["full", "lora", "vera", "loraxs", "tinylora", "lorasb"]
     assert "our rows only" in report
     assert rows(report, "LoRA-XS set-up") == ["tiny"] * 3  # one row per SVD method
     assert rows(report, "Inference") == ["plain", "loraxs, not merged", "loraxs, merged"]
@@ -37,7 +37,7 @@ def test_reference_rows_and_ratios_with_transformers_and_peft(tmp_path):
     bench.main(QUICK + ["--no-memory", "--out", str(tmp_path / "bench.md")])  # memory: the test above
     report = (tmp_path / "bench.md").read_text()
     names = rows(report, "Training step")
-    assert names == ["full", "lora", "vera", "loraxs", "tinylora", "hf-full", "peft-lora", "peft-vera", "peft-loraxs"]
+    assert names == ["full", "lora", "vera", "loraxs", "tinylora", "lorasb", "hf-full", "peft-lora", "peft-vera", "peft-loraxs"]
     table = report.split("Training step", 1)[1].split("\n\n", 2)[1].splitlines()[2:]
     trainable = {line.split("|")[1].strip(): int(line.split("|")[2].replace(",", "")) for line in table}
     assert trainable["peft-lora"] == trainable["lora"] and trainable["peft-vera"] == trainable["vera"]
