@@ -42,6 +42,11 @@ Where this version departs from the paper's code, and why:
   lr / (warmup_ratio x total steps)).
 - The SVD: exact (torch.linalg.svd), signs fixed as svd.py does; the code uses
   the randomized torch.svd_lowrank.
+- Not read: the code that sets B, A and R (utils/initialization_utils.py,
+  find_and_initialize_grad) is not in the copy of the repository we could
+  read. B = U_r, A = V_rᵀ, R = Σ_r follow the paper's description: orthonormal
+  B and A from the truncated SVD of the first step, B R A its best rank-r
+  approximation.
 
 B, A and R's start depend on the training data, not on W alone, so they
 cannot be rebuilt from the base model: adapter files always store B and A.
@@ -80,7 +85,7 @@ class LoRASBLinear(AdaptedLinear):
     default_rank = 8  # LoRA-XS's, to compare at equal counts (the paper's code: 24 for GLUE, 96 for math)
     needs_first_step = True
     stores_frozen = True
-    learning_rates = {}  # docs/defaults.md
+    learning_rates = {2: 1e-2, 4: 3e-2, 8: 3e-2, 16: 3e-3}  # docs/defaults.md
 
     @classmethod
     def check_layers(cls, layers, config):
