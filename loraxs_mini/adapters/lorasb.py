@@ -58,7 +58,7 @@ import torch
 import torch.nn.functional as F
 
 from .base import AdaptedLinear, new_parameter
-from .loraxs import check_svd_rank
+from .loraxs import check_svd_rank, check_svd_ranks
 from .svd import truncated_svd
 
 
@@ -89,8 +89,7 @@ class LoRASBLinear(AdaptedLinear):
 
     @classmethod
     def check_layers(cls, layers, config):
-        for name, layer in layers.items():
-            check_svd_rank(layer, config.rank, cls.display_name, name)
+        check_svd_ranks(layers, config.rank, cls.display_name)
 
     @classmethod
     def adapt(cls, layers, config, svd_cache=None, first_step=None):

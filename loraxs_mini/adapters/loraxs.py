@@ -95,6 +95,12 @@ def check_svd_rank(layer, rank, method, name=None):
         )
 
 
+def check_svd_ranks(layers, rank, method):
+    """check_svd_rank for every target layer (name -> nn.Linear): what LoRA-XS, TinyLoRA and LoRA-SB check."""
+    for name, layer in layers.items():
+        check_svd_rank(layer, rank, method, name)
+
+
 def warn_about_narrow_gaps(adapters):
     """One warning naming the layers (name -> adapter) whose σ_r / σ_{r+1} is so close to 1 that it is ill-defined."""
     narrow = [name for name, adapter in adapters.items() if adapter.gap < NARROW_GAP]
@@ -191,8 +197,7 @@ class LoRAXSLinear(AdaptedLinear):
 
     @classmethod
     def check_layers(cls, layers, config):
-        for name, layer in layers.items():
-            check_svd_rank(layer, config.rank, cls.display_name, name)
+        check_svd_ranks(layers, config.rank, cls.display_name)
 
     @classmethod
     def adapt(cls, layers, config, svd_cache=None, first_step=None):

@@ -57,7 +57,7 @@ import torch.nn.functional as F
 
 from ..errors import LoraxsError, is_number, is_whole
 from .base import PEFT_PREFIX, AdaptedLinear, new_parameter
-from .loraxs import check_svd_rank, top_triplets, warn_about_narrow_gaps
+from .loraxs import check_svd_rank, check_svd_ranks, top_triplets, warn_about_narrow_gaps
 
 MAX_PROJECTION_BYTES = 2**31  # P of all layers together: 48 x 64 x 2 x 2 x 4 bytes = 48 KiB for GPT-2
 
@@ -96,8 +96,7 @@ class TinyLoRALinear(AdaptedLinear):
 
     @classmethod
     def check_layers(cls, layers, config):
-        for name, layer in layers.items():
-            check_svd_rank(layer, config.rank, cls.display_name, name)
+        check_svd_ranks(layers, config.rank, cls.display_name)
         if 4 * config.u * config.rank**2 * len(layers) > MAX_PROJECTION_BYTES:
             raise LoraxsError(
                 f"TinyLoRA with u = {config.u:,} at rank {config.rank} needs {len(layers)} x {config.u:,} random "
