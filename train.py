@@ -128,7 +128,7 @@ def main(argv=None):
     say(task.describe())
     train = task.splits["train"]
     steps = training_steps(args, len(train), world_size)  # --steps, or --epochs of this task
-    rates = [args.lr or default_learning_rate(adapter.method, adapter.rank) for adapter in runs]
+    rates = [args.lr or default_learning_rate(adapter.method, adapter.rank, adapter) for adapter in runs]
     # Learning curves in every comparison: the validation accuracy at 6 points of the budget (--eval-every to change).
     eval_every = args.eval_every if args.eval_every is not None else (max(1, steps // 6) if len(runs) > 1 else 0)
     base = base_model(args.init_from).to(device).eval()  # loaded once, copied for each run

@@ -36,14 +36,17 @@ GRAD_CLIP = 1.0  # the gradient's norm is cut to this before each step: one odd 
 # rank of the README's sweep, the best of three or four rates, 2 seeds (3 to 5 at the defaults). Fewer trainable
 # numbers need larger steps, since each number must move further; but neither LoRA's alpha / r nor LoRA-XS's
 # alpha = r keeps the best rate fixed across ranks, so each rank has its own.
-def default_learning_rate(method, rank=None):
-    """The rate chosen for `method` at `rank` (default: the method's own); between measured ranks, the nearest one's."""
+def default_learning_rate(method, rank=None, config=None):
+    """
+    The rate chosen for `method` at `rank` (default: the method's own); between measured ranks, the nearest one's.
+    `config`, an AdapterConfig: the rates measured for its settings (LoRA-XS's subspace), where they differ.
+    """
     method = METHODS[method]
     if not method.trains:
         return 0.0
-    if not method.learning_rates:
+    rates, rank = method.learning_rates_for(config), method.default_rank if rank is None else rank
+    if not rates:
         raise LoraxsError(f"{method.display_name} has no learning rate chosen on validation yet; give one with --lr")
-    rates, rank = method.learning_rates, method.default_rank if rank is None else rank
     nearest = min(rates, key=lambda measured: 0 if measured is None else abs(math.log(measured / rank)))
     return rates[nearest]
 

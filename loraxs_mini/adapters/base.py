@@ -62,6 +62,11 @@ class Method:
     stores_frozen = False  # True: its frozen tensors come from data, not from W or a seed: files always store them
 
     @classmethod
+    def learning_rates_for(cls, config=None):
+        """The rates measured for config's own settings (LoRA-XS: its subspace's); None: for the defaults."""
+        return cls.learning_rates
+
+    @classmethod
     def default_alpha(cls, rank):
         """alpha when none is given (methods with has_alpha)."""
         return None
