@@ -169,3 +169,17 @@ def test_lorasb_files_store_b_and_a_and_load_exactly_and_merge(tmp_path, batch):
     with pytest.raises(LoraxsError, match="lacks the frozen tensors of its LoRA-SB adapter"):
         load_adapters(fresh, tmp_path / "edited.safetensors")
     assert not adapted_layers(fresh)
+
+
+def test_each_subspace_trains_at_the_rates_measured_for_it():
+    from loraxs_mini.adapters import LoRAXSLinear
+    from loraxs_mini.recipe import default_learning_rate
+
+    for subspace in ("top", "bottom", "random"):
+        rates = LoRAXSLinear.learning_rates_for(AdapterConfig("loraxs", subspace=subspace))
+        assert rates is (
+            LoRAXSLinear.learning_rates if subspace == "top" else LoRAXSLinear.subspace_learning_rates[subspace]
+        )
+        for rank, rate in rates.items():
+            assert default_learning_rate("loraxs", rank, AdapterConfig("loraxs", rank=rank, subspace=subspace)) == rate
+    assert default_learning_rate("loraxs", 8) == LoRAXSLinear.learning_rates[8]  # no config: the paper's subspace
