@@ -1,6 +1,6 @@
 # Lesson 06: fine-tuning, one step at a time, then the loop; then full fine-tuning and every adapter compared.
 #
-#     python lessons/06_finetune_and_compare.py                 gpt2 (downloads once), about 16 minutes on a 2-core CPU
+#     python lessons/06_finetune_and_compare.py                 gpt2 (downloads once), about 13 minutes on a 2-core CPU
 #     python lessons/06_finetune_and_compare.py --model PATH    any GPT-2 checkpoint folder (see lessons/README.md)
 #     python lessons/06_finetune_and_compare.py --quick         a tiny random model and a few steps, for CI
 #
