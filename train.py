@@ -9,8 +9,8 @@ Fine-tune GPT-2 on a toy task with one method, or compare several: at several ra
 
 Read it top to bottom, starting at `main`: the settings (the flags and the runs they ask for, loraxs_mini/cli.py);
 the task and the base model; then, for each run, add the adapters, train (`fine_tune`, the loop: batch, forward,
-loss, backward, clip, step), score and save; then the comparison. Each run
-writes <out>/<task>-<method>-r<rank>[-seed<s>].json (configuration, counts, accuracies, timings, memory) and the
+loss, backward, clip, step), score and save; then the comparison. Each run writes
+<out>/<task>-<method>[-<subspace>]-r<rank>[-seed<s>].json (configuration, counts, accuracies, timings, memory) and the
 adapter file next to it; several runs also write comparison-<task>.md, .json, .csv and .png (loraxs_mini/compare.py).
 
 What does not depend on the run is done once: the base model is loaded once and copied for each run; zero-shot

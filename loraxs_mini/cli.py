@@ -227,8 +227,11 @@ def training_steps(args, examples, processes):
 
 
 def run_name(task_name, adapter, seeded):
-    """sentiment-loraxs-r8, sentiment-full, or with --seeds sentiment-loraxs-r8-seed1: what names a run's files."""
-    name = f"{task_name}-{adapter.method}" + (f"-r{adapter.rank}" if adapter.rank else "")
+    """
+    sentiment-loraxs-r8, sentiment-full, sentiment-loraxs-random-r8 (another subspace), or with --seeds
+    sentiment-loraxs-r8-seed1: what names a run's files.
+    """
+    name = f"{task_name}-{adapter.method_class.run_label(adapter)}" + (f"-r{adapter.rank}" if adapter.rank else "")
     return name + (f"-seed{adapter.seed}" if seeded else "")
 
 

@@ -183,3 +183,11 @@ def test_each_subspace_trains_at_the_rates_measured_for_it():
         for rank, rate in rates.items():
             assert default_learning_rate("loraxs", rank, AdapterConfig("loraxs", rank=rank, subspace=subspace)) == rate
     assert default_learning_rate("loraxs", 8) == LoRAXSLinear.learning_rates[8]  # no config: the paper's subspace
+
+
+def test_runs_on_another_subspace_write_files_of_their_own():
+    from loraxs_mini.cli import run_name
+
+    assert run_name("sentiment", AdapterConfig("loraxs"), False) == "sentiment-loraxs-r8"  # the names as before
+    assert run_name("sentiment", AdapterConfig("loraxs", subspace="bottom"), True) == "sentiment-loraxs-bottom-r8-seed0"
+    assert run_name("plural", AdapterConfig("lorasb", rank=4), False) == "plural-lorasb-r4"

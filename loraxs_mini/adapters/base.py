@@ -62,6 +62,11 @@ class Method:
     stores_frozen = False  # True: its frozen tensors come from data, not from W or a seed: files always store them
 
     @classmethod
+    def run_label(cls, config):
+        """How a run's files name the method: its name, and a setting that tells runs apart (LoRA-XS's subspace)."""
+        return cls.name
+
+    @classmethod
     def learning_rates_for(cls, config=None):
         """The rates measured for config's own settings (LoRA-XS: its subspace's); None: for the defaults."""
         return cls.learning_rates

@@ -199,6 +199,10 @@ class LoRAXSLinear(AdaptedLinear):
             raise LoraxsError(f"unknown subspace {config.subspace!r}; choose one of {', '.join(SUBSPACES)}")
 
     @classmethod
+    def run_label(cls, config):
+        return cls.name if config.subspace == cls.settings["subspace"] else f"{cls.name}-{config.subspace}"
+
+    @classmethod
     def learning_rates_for(cls, config=None):
         subspace = cls.settings["subspace"] if config is None else config.subspace
         return cls.subspace_learning_rates.get(subspace, cls.learning_rates)
