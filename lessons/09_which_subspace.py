@@ -202,5 +202,5 @@ print(f"{name}: |B R A - (ΔW_1)_8| = {gap:.1e} at the start; R is {tuple(layer.
 # 1. captured_share(delta, U, V): the share of ΔW that U M Vᵀ can hold (section 1), without copying it
 # 2. first_step_update(model, inputs, targets, name, learning_rate): LoRA-SB's estimate of full
 #    fine-tuning's first step for one layer, -η sign(∇_W L), as Adam's first step would be
-# 3. Experiment: subspace_shares(delta, W, first_step_update, rank, seed). Before you run it: of the
+# 3. Experiment: subspace_shares(delta, W, first_step, rank, seed). Before you run it: of the
 #    top, random and gradient subspaces, which holds most of ΔW at r = 8, and which least?
