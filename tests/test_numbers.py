@@ -44,6 +44,9 @@ def test_the_gpt2_counts_in_the_readme(gpt2):
     assert f"| VeRA | r + out | {vera:,} | {100 * vera / base:.3f}% | r = 256: {trained(gpt2, 'vera'):,}" in README
     assert f"| LoRA-XS | r² | {loraxs:,} | {100 * loraxs / base:.4f}% |" in README
     assert f"| LoRA-XS, q, k, v separately | r² | {split:,} | {100 * split / base:.4f}% |" in README
+    tokens = torch.zeros(1, 4, dtype=torch.long)  # LoRA-SB's first step: any batch, the count is r² per layer
+    lorasb = parameter_counts(add_adapters(copy.deepcopy(gpt2), "lorasb", rank=8, first_step=(tokens, tokens, 1e-3)))[0]
+    assert f"| LoRA-SB | r² | {lorasb:,} | {100 * lorasb / base:.4f}% | r = 8: the same |" in README
     assert f"LoRA-XS at rank 8 to every linear layer ({loraxs:,} trainable numbers" in README
 
 
