@@ -59,12 +59,12 @@ B = U', A = Σ_r V'ᵀ. With the bottom singular values instead, A would be
 smaller (on the small pretrained model at r = 8, the mean of the top 8 is 4
 to 215 times the bottom 8's, 8 times in the median matrix) and every step on
 R would move ΔW that much less: the comparison would measure a step size,
-not a subspace. With Σ_r kept, the
-same R gives an update of the same size in each subspace. We expected one
-learning rate to serve all three; on the toy tasks the bottom and random
-subspaces wanted about 3x larger rates from r = 8 on, so each has its own
-(subspace_learning_rates; docs/defaults.md). The random pair is drawn from
-seed + the layer's index among the targets, as TinyLoRA's P are.
+not a subspace. With Σ_r kept, the same R gives an update of the same size
+in each subspace. We expected one learning rate to serve all three; on the
+toy tasks the bottom and random subspaces wanted about 3x larger rates from
+r = 8 on, so each has its own (subspace_learning_rates; docs/defaults.md).
+The random pair is drawn from seed + the layer's index among the targets, as
+TinyLoRA's P are.
 
 When is that subspace well defined? Only when σ_r > σ_{r+1}. If the two are
 nearly equal, any mix of u_r and u_{r+1} is an equally good r-th direction,
@@ -161,12 +161,12 @@ def top_triplets(base, rank, svd="gram", triplets=None):
     return U[:, :rank], S[:rank], Vh[:rank], gap
 
 
-def frozen_directions(base, rank, subspace, top, seed):
+def frozen_directions(base, rank, subspace, seed, top):
     """
-    (U', V'ᵀ, gap): the r directions LoRA-XS freezes, out x r and r x in. `top`: the layer's (U_r, Σ_r, V_rᵀ, gap).
-    gap is σ_r / σ_(r+1) at the edge of the chosen singular directions (random: none, infinite).
+    (U', V'ᵀ, gap): the r directions LoRA-XS freezes, out x r and r x in. `top`: the layer's (U_r, V_rᵀ, gap). gap
+    is σ_r / σ_(r+1) at the edge of the chosen singular directions (random: none, infinite).
     """
-    U_r, _, Vh_r, gap = top
+    U_r, Vh_r, gap = top
     if subspace == "top":
         return U_r, Vh_r, gap
     W = base.weight.detach().float()
@@ -188,9 +188,10 @@ class LoRAXSLinear(AdaptedLinear):
     uses_svd = True
     learning_rates = {2: 1e-1, 4: 3e-2, 8: 1e-2, 16: 3e-3, 32: 3e-3}  # docs/defaults.md
     settings = {"subspace": "top"}  # the directions B and A span: top (the paper), bottom or random
-    # The other subspaces, at the same scale, wanted about 3x larger steps from r = 8 on (docs/defaults.md).
-    subspace_learning_rates = {"bottom": {2: 1e-1, 4: 3e-2, 8: 3e-2, 16: 1e-2}, "random": {2: 3e-1, 4: 3e-1, 8: 3e-2,
-                               16: 1e-2}}  # fmt: skip
+    subspace_learning_rates = {  # the others, at the same scale, wanted about 3x larger steps from r = 8 on
+        "bottom": {2: 1e-1, 4: 3e-2, 8: 3e-2, 16: 1e-2},
+        "random": {2: 3e-1, 4: 3e-1, 8: 3e-2, 16: 1e-2},
+    }  # docs/defaults.md
 
     @classmethod
     def check_settings(cls, config):
@@ -235,11 +236,11 @@ class LoRAXSLinear(AdaptedLinear):
         check_svd_rank(base, rank, self.display_name)
         super().__init__(base, rank, dropout)
         self.scaling = alpha / rank
-        top = top_triplets(base, rank, svd, triplets)
-        U, Vh, self.gap = frozen_directions(base, rank, subspace, top, seed)  # top: U_r and V_rᵀ
+        U_r, S_r, Vh_r, gap = top_triplets(base, rank, svd, triplets)
+        U, Vh, self.gap = frozen_directions(base, rank, subspace, seed, (U_r, Vh_r, gap))  # top: U_r, V_rᵀ as they are
         # Frozen: buffers, not parameters. Rebuilt from W when an adapter file is loaded, unless stored in it.
-        self.register_buffer("B", U.contiguous(), persistent=False)  # out x r: U_r
-        self.register_buffer("A", top[1][:, None] * Vh, persistent=False)  # r x in: Σ_r V_rᵀ (every subspace: top Σ_r)
+        self.register_buffer("B", U.contiguous(), persistent=False)  # out x r: U_r (or the bottom or random U')
+        self.register_buffer("A", S_r[:, None] * Vh, persistent=False)  # r x in: Σ_r V_rᵀ (top Σ_r in every subspace)
         R = torch.randn(rank, rank, generator=generator) * 1e-5
         self.R = new_parameter(R, like=base.weight)  # r x r, the only trained tensor
 
