@@ -9,7 +9,7 @@ import sys
 import pytest
 
 import check  # lessons/check.py: conftest puts lessons/ on the path
-from conftest import ROOT, requires_tokenizer
+from conftest import ROOT, SMALL_PRETRAINED, requires_small_pretrained, requires_tokenizer
 
 LESSON_FILES = sorted((ROOT / "lessons").glob("[0-9][0-9]_*.py"))
 TOKENIZING_LESSONS = ("01", "02", "06", "09")  # the lessons that read text
@@ -208,3 +208,20 @@ def test_the_checker_refuses_a_file_that_is_not_python_in_one_line(tmp_path):
     result = subprocess.run([sys.executable, "lessons/check.py", "01", "--file", tmp_path / "ex01.txt"], cwd=ROOT,
                             capture_output=True, text=True)  # fmt: skip
     assert result.returncode == 1 and result.stderr.startswith("error: --file") and "Traceback" not in result.stderr
+
+
+@requires_tokenizer
+@requires_small_pretrained
+def test_lesson_09_shares_on_the_small_pretrained_model_are_the_ones_its_text_states(tmp_path):
+    env = {**os.environ, "LORAXS_MINI_FIGURES": str(tmp_path)}
+    result = subprocess.run([sys.executable, "lessons/09_which_subspace.py", "--model", str(SMALL_PRETRAINED)],
+                            cwd=ROOT, capture_output=True, text=True, env=env)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    at_rank_8 = {
+        name: float(re.search(rf"^{name} +(?:[\d.]+ +){{3}}([\d.]+)", result.stdout, re.M).group(1))
+        for name in ("top", "bottom", "random", "gradient", "ceiling")
+    }
+    stated = re.search(r"at r = 8: gradient (\d+)%, top ([\d.]+)%, random ([\d.]+)%, bottom\n# ([\d.]+)%, and the "
+                       r"ceiling (\d+)%", (ROOT / "lessons" / "09_which_subspace.py").read_text())  # fmt: skip
+    for name, percent in zip(("gradient", "top", "random", "bottom", "ceiling"), stated.groups()):
+        assert f"{100 * at_rank_8[name]:.{len(percent.partition('.')[2])}f}" == percent, (name, at_rank_8[name])
