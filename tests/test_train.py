@@ -161,8 +161,8 @@ def test_the_same_seed_gives_the_same_numbers(checkpoint, data, tmp_path):
 
 @requires_tokenizer
 def test_torchrun_with_two_processes_matches_one_process(checkpoint, data, tmp_path):
-    common = ["--init-from", checkpoint, "--data", data, "--method", "lora", "--steps", "6", "--batch-size", "8",
-              "--lr", "0.01", "--no-save"]  # fmt: skip
+    common = ["--init-from", checkpoint, "--data", data, "--method", "lora,lorasb", "--steps", "6", "--batch-size",
+              "8", "--lr", "0.01", "--no-save", "--eval-every", "0"]  # fmt: skip
     single = run_cli(*common, "--out", tmp_path / "one")
     assert single.returncode == 0, single.stderr
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -170,13 +170,14 @@ def test_torchrun_with_two_processes_matches_one_process(checkpoint, data, tmp_p
     ddp = subprocess.run([*launcher, "train.py", *map(str, common), "--out", tmp_path / "two"], cwd=ROOT,
                          capture_output=True, text=True, env=env)  # fmt: skip
     assert ddp.returncode == 0, ddp.stderr
-    one = json.loads((tmp_path / "one" / "data-lora-r8.json").read_text())
-    two = json.loads((tmp_path / "two" / "data-lora-r8.json").read_text())
-    assert two["processes"] == 2 and one["processes"] == 1
-    # Same global batch, same gradients up to the order of float32 sums: 1e-4 relative after 6 Adam steps.
-    torch.testing.assert_close(torch.tensor(two["losses"]), torch.tensor(one["losses"]), rtol=1e-4, atol=1e-5)
-    assert two["accuracy"] == one["accuracy"]
-    assert ddp.stdout.count("zero-shot accuracy") == 1  # only rank 0 speaks
+    for name in ("data-lora-r8.json", "data-lorasb-r8.json"):  # LoRA-SB: each process estimates the same first step
+        one = json.loads((tmp_path / "one" / name).read_text())
+        two = json.loads((tmp_path / "two" / name).read_text())
+        assert two["processes"] == 2 and one["processes"] == 1
+        # Same global batch, same gradients up to the order of float32 sums: 1e-4 relative after 6 Adam steps.
+        torch.testing.assert_close(torch.tensor(two["losses"]), torch.tensor(one["losses"]), rtol=1e-4, atol=1e-5)
+        assert two["accuracy"] == one["accuracy"]
+    assert ddp.stdout.count("== data-lora-r8") == 1  # only rank 0 speaks
 
 
 # ---------------------------------------------------------------- bad input
