@@ -96,7 +96,7 @@ print(f"full fine-tuning, {STEPS} steps: final loss {loss.item():.3f}; {len(upda
 # %% 3. Four candidate subspaces, and the ceiling
 #
 #     top        W's top r singular directions                 LoRA-XS (the paper)
-#     bottom     W's bottom r                                   MiLoRA's choice
+#     bottom     W's bottom r                                   where MiLoRA starts its LoRA
 #     random     a random orthonormal pair                      the control
 #     gradient   the top r of full fine-tuning's first step     LoRA-SB: -η sign(∇_W L) on one batch
 #     ceiling    ΔW's own top r                                 nothing of rank r keeps more

@@ -51,8 +51,12 @@ Which subspace? (`subspace`, lesson 09.) The paper freezes the top r
 directions; two other choices test whether that is what makes it work:
 
     top      U_r, V_r of the r largest singular values           (the paper; the default)
-    bottom   the r smallest ones                                   (MiLoRA's choice of directions)
+    bottom   the r smallest ones                                   (MiLoRA's directions, frozen here)
     random   a seeded random orthonormal pair, U' (out x r), V' (in x r)
+
+(MiLoRA, Wang et al., arXiv 2406.09044, its abstract: a LoRA whose A and B
+start from W's minor singular components and then train; here they stay
+frozen and only R trains.)
 
 Only the directions differ: every choice keeps the top Σ_r as its scale,
 B = U', A = Σ_r V'ᵀ. With the bottom singular values instead, A would be
