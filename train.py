@@ -152,8 +152,9 @@ def main(argv=None):
         say(f"\n== {name}" + (f" (run {number} of {len(runs)})" if len(runs) > 1 else ""))
         run_started, trains = time.perf_counter(), adapter.method_class.trains
         torch.manual_seed(adapter.seed)
-        # LoRA-SB starts from the step full fine-tuning would take on the loop's first batch; the others ignore it.
-        first = first_step(train, steps, args.batch_size, adapter.seed, learning_rate, device)
+        # LoRA-SB starts from the step full fine-tuning would take on the loop's first batch; no other method reads it.
+        needs_first = adapter.method_class.needs_first_step
+        first = first_step(train, steps, args.batch_size, adapter.seed, learning_rate, device) if needs_first else None
         model = add_adapters(copy.deepcopy(base), adapter, progress=process == 0, svd_cache=svd_cache, first_step=first)
         setup = time.perf_counter() - run_started  # the copy, the SVDs (LoRA-XS, TinyLoRA), the first step (LoRA-SB)
         if adapter.rank:

@@ -11,9 +11,10 @@ import torch
 import train
 from conftest import ROOT, SMALL_PRETRAINED, requires_small_pretrained, requires_tokenizer, tiny_gpt
 from loraxs_mini import LoraxsError
-from loraxs_mini.adapters import EVERY_LINEAR_SPLIT_QKV, parameter_counts, remove_adapters
+from loraxs_mini.adapters import EVERY_LINEAR_SPLIT_QKV, METHODS, AdapterConfig, parameter_counts, remove_adapters
 from loraxs_mini.cli import parse_args, plan_runs
 from loraxs_mini.pretrained import load_pretrained, save_pretrained
+from loraxs_mini.recipe import DEFAULT_STEPS, default_learning_rate
 
 TASK_LINES = [
     {"prompt": f"Review: the {noun} was {word}.\nSentiment:", "completion": label}
@@ -82,6 +83,24 @@ def test_every_method_runs_and_writes_results_and_one_table(checkpoint, data, tm
         for key in ("wall_seconds", "tokens_per_second", "peak_memory_bytes"):
             assert result[key] > 0
     assert (out / "comparison-data.png").stat().st_size > 0 or pytest.importorskip("matplotlib") is None
+
+
+@requires_tokenizer
+def test_what_a_user_types_first_runs_on_every_default(checkpoint, tmp_path):
+    """`--method none` and `--method all` with nothing but a model: each method's own rank, rate and budget."""
+    for method in ("none", "all"):
+        result = run_cli("--method", method, "--init-from", checkpoint, "--out", tmp_path / method)
+        assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((tmp_path / "none" / "sentiment-none.json").read_text())["steps"] == 0
+    runs = {path.stem: json.loads(path.read_text()) for path in (tmp_path / "all").glob("sentiment-*.json")}
+    for name, method in METHODS.items():
+        config = AdapterConfig(name)
+        run = runs[f"sentiment-{name}" + (f"-r{config.rank}" if config.rank else "")]
+        assert run["rank"] == method.default_rank and run["learning_rate"] == default_learning_rate(name)
+        assert run["steps"] == (DEFAULT_STEPS if method.trains else 0) and len(run["losses"]) == run["steps"]
+        assert (run["adapter_file"] is not None) == method.trains and (run["adapter_bytes"] > 0) == method.trains
+    for suffix in ("md", "json", "csv", "png"):
+        assert (tmp_path / "all" / f"comparison-sentiment.{suffix}").is_file()
 
 
 def test_loraxs_run_leaves_every_frozen_tensor_bit_for_bit_unchanged(checkpoint, data, tmp_path, monkeypatch):

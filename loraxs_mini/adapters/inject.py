@@ -87,9 +87,10 @@ def add_adapters(model, config, *, progress=False, svd_cache=None, first_step=No
     (seconds for GPT-2, minutes for gpt2-xl on a CPU). `svd_cache`, an
     SVDCache, lets LoRA-XS runs on copies of one model share those SVDs.
     `first_step`, (inputs, targets, learning_rate): full fine-tuning's first
-    batch and the rate of its first step, which LoRA-SB is built from (other
-    methods ignore it). `from_file`: the frozen tensors will be copied in from
-    an adapter file (load_adapters), so LoRA-SB needs no first step.
+    batch and the rate of its first step, which LoRA-SB is built from; a
+    method not built from it neither reads nor checks it. `from_file`: the
+    frozen tensors will be copied in from an adapter file (load_adapters),
+    so LoRA-SB needs no first step.
     """
     if isinstance(config, str):
         config = AdapterConfig(config, **settings)
@@ -97,7 +98,9 @@ def add_adapters(model, config, *, progress=False, svd_cache=None, first_step=No
         raise LoraxsError("give the settings in the AdapterConfig or as keywords after a method name, not both")
     layers = check_adapters(model, config)  # everything is checked before anything changes
     method = config.method_class
-    if method.needs_first_step and first_step is None and not from_file:
+    if not method.needs_first_step:
+        first_step = None  # never read, so never checked: `none` has no rate at all
+    elif first_step is None and not from_file:
         raise LoraxsError(
             f"{method.display_name} is built from the first step of full fine-tuning: give add_adapters(..., "
             "first_step=(inputs, targets, learning_rate)), a training batch and the rate of the first step, or "
