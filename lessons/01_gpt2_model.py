@@ -12,17 +12,16 @@
 QUICK = False  # True: a tiny model instead of GPT-2's shape, in seconds (what CI runs)
 
 # %% Setup
-import sys
 from collections import Counter
 
 import torch
 import torch.nn.functional as F
 
-from figures import pyplot, show
 from loraxs_mini import GPT, GPTConfig
+from loraxs_mini.lesson import pyplot, quick_setting, show
 from loraxs_mini.tokenizer import decode, encode
 
-QUICK = QUICK or ("ipykernel" not in sys.modules and "--quick" in sys.argv)  # as a script, the flag decides
+QUICK = quick_setting(QUICK)  # as a script, the flag --quick sets it
 torch.manual_seed(0)
 
 # %% 1. One forward pass, shape by shape

@@ -16,21 +16,18 @@ QUICK = False  # True: a tiny random model instead of MODEL, in seconds (what CI
 # %% Setup
 import json
 import struct
-import sys
 import tempfile
 from pathlib import Path
 
 import torch
 
 from loraxs_mini import GPT, GPTConfig
-from loraxs_mini.errors import friendly_errors
-from loraxs_mini.pretrained import CONV1D_WEIGHTS, load_pretrained, save_pretrained
+from loraxs_mini.lesson import load_model, settings
+from loraxs_mini.pretrained import CONV1D_WEIGHTS, save_pretrained
 from loraxs_mini.safetensors_file import load_file
 from loraxs_mini.tokenizer import decode, encode
 
-if "ipykernel" not in sys.modules:  # run as a script: the flags override the settings above
-    QUICK = QUICK or "--quick" in sys.argv
-    MODEL = sys.argv[sys.argv.index("--model") + 1] if "--model" in sys.argv else MODEL
+MODEL, QUICK = settings(MODEL, QUICK)  # as a script, --model PATH and --quick set them
 
 # %% 1. Text becomes tokens
 #
@@ -48,14 +45,13 @@ folder = Path(tempfile.mkdtemp())
 if QUICK:  # a tiny random GPT-2, saved in Hugging Face's layout, plays the pretrained model
     save_pretrained(GPT(GPTConfig.from_name("tiny")), folder / "tiny")
     MODEL = folder / "tiny"
-with friendly_errors():  # offline? one clear line instead of a traceback
-    model = load_pretrained(MODEL).eval()
-    if Path(str(MODEL)).is_dir():
-        path = Path(MODEL) / "model.safetensors"
-    else:
-        from loraxs_mini.download import download_checkpoint
+model = load_model(MODEL).eval()  # offline? one line that says which setting to change
+if Path(str(MODEL)).is_dir():
+    path = Path(MODEL) / "model.safetensors"
+else:
+    from loraxs_mini.download import download_checkpoint
 
-        path = download_checkpoint(str(MODEL))
+    path = download_checkpoint(str(MODEL))  # already in the cache: load_model downloaded it
 
 with open(path, "rb") as file:
     (header_length,) = struct.unpack("<Q", file.read(8))  # little-endian unsigned 64-bit

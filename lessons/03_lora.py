@@ -11,16 +11,15 @@
 QUICK = False  # True: a tiny model instead of GPT-2's shape, in seconds (what CI runs)
 
 # %% Setup
-import sys
 
 import torch
 import torch.nn.functional as F
 
-from figures import pyplot, show
 from loraxs_mini import GPT, GPTConfig
 from loraxs_mini.adapters import LoRALinear, add_adapters, describe_parameters, parameter_counts
+from loraxs_mini.lesson import pyplot, quick_setting, show
 
-QUICK = QUICK or ("ipykernel" not in sys.modules and "--quick" in sys.argv)  # as a script, the flag decides
+QUICK = quick_setting(QUICK)  # as a script, the flag --quick sets it
 torch.manual_seed(0)
 
 # %% 1. The idea

@@ -11,15 +11,14 @@
 QUICK = False  # True: a tiny model instead of GPT-2's shape, in seconds (what CI runs)
 
 # %% Setup
-import sys
 
 import torch
 
-from figures import pyplot, show
 from loraxs_mini import GPT, GPTConfig
 from loraxs_mini.adapters import VeRALinear, VeRAProjections, adapted_layers, add_adapters, describe_parameters
+from loraxs_mini.lesson import pyplot, quick_setting, show
 
-QUICK = QUICK or ("ipykernel" not in sys.modules and "--quick" in sys.argv)  # as a script, the flag decides
+QUICK = quick_setting(QUICK)  # as a script, the flag --quick sets it
 
 # %% 1. The idea
 #

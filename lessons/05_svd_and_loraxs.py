@@ -14,12 +14,10 @@ MODEL = "gpt2"  # a preset (downloaded once) or a GPT-2 checkpoint folder
 QUICK = False  # True: a synthetic pretrained-like matrix instead of MODEL's, in seconds (what CI runs)
 
 # %% Setup
-import sys
 import time
 
 import torch
 
-from figures import pyplot, show
 from loraxs_mini import GPT, GPTConfig
 from loraxs_mini.adapters import (
     EVERY_LINEAR_SPLIT_QKV,
@@ -28,12 +26,9 @@ from loraxs_mini.adapters import (
     describe_parameters,
     truncated_svd,
 )
-from loraxs_mini.errors import friendly_errors
-from loraxs_mini.pretrained import load_pretrained
+from loraxs_mini.lesson import load_model, pyplot, settings, show
 
-if "ipykernel" not in sys.modules:  # run as a script: the flags override the settings above
-    QUICK = QUICK or "--quick" in sys.argv
-    MODEL = sys.argv[sys.argv.index("--model") + 1] if "--model" in sys.argv else MODEL
+MODEL, QUICK = settings(MODEL, QUICK)  # as a script, --model PATH and --quick set them
 torch.manual_seed(0)
 
 # %% 1. Every matrix is a rotation, a stretch and a rotation
@@ -50,8 +45,7 @@ if QUICK:  # a stand-in with a pretrained-like, decaying spectrum
     V, _ = torch.linalg.qr(torch.randn(64, 64))
     W = (U * torch.arange(1, 65) ** -0.8) @ V.T
 else:
-    with friendly_errors():
-        model = load_pretrained(MODEL)
+    model = load_model(MODEL)
     W = model.transformer.h[0].attn.c_attn.weight.detach()  # out x in
 S = torch.linalg.svdvals(W)
 random_S = torch.linalg.svdvals(torch.randn_like(W) * W.std())

@@ -15,18 +15,16 @@ MODEL = "gpt2"  # a preset (downloaded once) or a GPT-2 checkpoint folder
 QUICK = False  # True: a tiny random model instead of MODEL, in seconds (what CI runs)
 
 # %% Setup
-import sys
 import tempfile
 from pathlib import Path
 
 import torch
 
-from figures import pyplot, show
 from loraxs_mini import GPT, GPTConfig
 from loraxs_mini.adapters import METHODS, add_adapters, parameter_counts
 from loraxs_mini.data import check_fits, load_task, make_batch
-from loraxs_mini.errors import friendly_errors
 from loraxs_mini.evaluate import accuracy
+from loraxs_mini.lesson import load_model, pyplot, repository, settings, show
 from loraxs_mini.model import IGNORE_INDEX
 from loraxs_mini.pretrained import load_pretrained, save_pretrained
 from loraxs_mini.recipe import (
@@ -40,9 +38,7 @@ from loraxs_mini.recipe import (
 )
 from loraxs_mini.tokenizer import decode
 
-if "ipykernel" not in sys.modules:  # run as a script: the flags override the settings above
-    QUICK = QUICK or "--quick" in sys.argv
-    MODEL = sys.argv[sys.argv.index("--model") + 1] if "--model" in sys.argv else MODEL
+MODEL, QUICK = settings(MODEL, QUICK)  # as a script, --model PATH and --quick set them
 STEPS = 10 if QUICK else DEFAULT_STEPS
 if QUICK:  # a tiny random GPT-2 (train.py's random:tiny: drawn from seed 0), saved once, plays the pretrained model
     torch.manual_seed(0)
@@ -54,7 +50,7 @@ if QUICK:  # a tiny random GPT-2 (train.py's random:tiny: drawn from seed 0), sa
 # Short reviews, answered with " positive" or " negative". The validation and test reviews use
 # adjectives and sentence templates that never occur in training: the model can only get them
 # right with what it knew before fine-tuning.
-task = load_task("sentiment")
+task = load_task("sentiment", repository() / "data")
 train = task.splits["train"]
 print(task.describe())
 for example in task.splits["test"][:3]:
@@ -73,8 +69,7 @@ for position, (token, target) in enumerate(zip(inputs[0].tolist(), targets[0].to
 #
 # Classification never generates text: it compares log p(" positive" | prompt) with
 # log p(" negative" | prompt) and picks the larger (loraxs_mini/evaluate.py).
-with friendly_errors():
-    model = load_pretrained(MODEL)
+model = load_model(MODEL)
 check_fits(task, model.config.block_size)
 print(f"zero-shot test accuracy: {accuracy(model, task, 'test'):.3f}")
 
@@ -142,7 +137,8 @@ rows, curves = [], {}
 for method in [name for name, method in METHODS.items() if method.trains]:  # "none": the zero-shot one above
     torch.manual_seed(0)
     rate = default_learning_rate(method)
-    first = first_step(train, STEPS, DEFAULT_BATCH_SIZE, 0, rate)  # LoRA-SB starts from it (lesson 09); others: unused
+    needs_first = METHODS[method].needs_first_step  # LoRA-SB starts from full fine-tuning's first step (lesson 09)
+    first = first_step(train, STEPS, DEFAULT_BATCH_SIZE, 0, rate) if needs_first else None
     model = add_adapters(load_pretrained(MODEL), method, first_step=first)
     trainable, base = parameter_counts(model)
     print(f"{method}: {trainable:,} trainable parameters")

@@ -14,7 +14,6 @@ MODEL = "gpt2"  # a preset (downloaded once) or a GPT-2 checkpoint folder
 QUICK = False  # True: a tiny random model instead of MODEL, in seconds (what CI runs)
 
 # %% Setup
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,13 +22,11 @@ import torch
 
 from loraxs_mini import GPT, GPTConfig, LoraxsError
 from loraxs_mini.adapters import adapted_layers, add_adapters, load_adapters, merge_adapters, save_adapters
-from loraxs_mini.errors import friendly_errors
+from loraxs_mini.lesson import load_model, settings
 from loraxs_mini.pretrained import load_pretrained, save_pretrained
 from loraxs_mini.safetensors_file import load_file
 
-if "ipykernel" not in sys.modules:  # run as a script: the flags override the settings above
-    QUICK = QUICK or "--quick" in sys.argv
-    MODEL = sys.argv[sys.argv.index("--model") + 1] if "--model" in sys.argv else MODEL
+MODEL, QUICK = settings(MODEL, QUICK)  # as a script, --model PATH and --quick set them
 folder = Path(tempfile.mkdtemp())
 if QUICK:  # a tiny random GPT-2, saved once, plays the pretrained base model
     save_pretrained(GPT(GPTConfig.from_name("tiny")), folder / "tiny")
@@ -38,8 +35,7 @@ if QUICK:  # a tiny random GPT-2, saved once, plays the pretrained base model
 # %% 1. A trained adapter
 #
 # To have something worth saving, give every R a random value (as if training had moved it).
-with friendly_errors():
-    model = add_adapters(load_pretrained(MODEL), "loraxs", rank=8).eval()
+model = add_adapters(load_model(MODEL), "loraxs", rank=8).eval()
 torch.manual_seed(0)
 with torch.no_grad():
     for layer in adapted_layers(model).values():

@@ -15,22 +15,18 @@ QUICK = False  # True: a tiny random model instead of MODEL, in seconds (what CI
 
 # %% Setup
 import copy
-import sys
 import tempfile
 from pathlib import Path
 
 import torch
 
-from figures import pyplot, show
 from loraxs_mini import GPT, GPTConfig
 from loraxs_mini.adapters import adapted_layers, add_adapters, parameter_counts
-from loraxs_mini.errors import friendly_errors
 from loraxs_mini.export import export_to_peft
+from loraxs_mini.lesson import load_model, pyplot, settings, show
 from loraxs_mini.pretrained import load_pretrained, save_pretrained
 
-if "ipykernel" not in sys.modules:  # run as a script: the flags override the settings above
-    QUICK = QUICK or "--quick" in sys.argv
-    MODEL = sys.argv[sys.argv.index("--model") + 1] if "--model" in sys.argv else MODEL
+MODEL, QUICK = settings(MODEL, QUICK)  # as a script, --model PATH and --quick set them
 folder = Path(tempfile.mkdtemp())
 if QUICK:  # a tiny random GPT-2, saved once, plays the pretrained base model
     torch.manual_seed(0)
@@ -69,8 +65,7 @@ for u in (1, 2, 4, 8):
 #
 # Weight tying shares one v across a group of layers: with weight_tying = 1 the whole model trains
 # u numbers. That is how the paper ("Learning to Reason in 13 Parameters") gets to 13.
-with friendly_errors():
-    base = load_pretrained(MODEL)
+base = load_model(MODEL)
 settings = [
     ("loraxs", dict(rank=2)),
     ("tinylora", dict(rank=2, u=4)),  # u = r²: the same updates as LoRA-XS, the same count

@@ -15,21 +15,19 @@ QUICK = False  # True: a tiny random model instead of MODEL, in seconds (what CI
 
 # %% Setup
 import copy
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-from figures import pyplot, show
 from loraxs_mini import GPT, GPTConfig
 from loraxs_mini.adapters import add_adapters, find_targets
 from loraxs_mini.adapters.base import FirstStep
 from loraxs_mini.adapters.lorasb import first_update
 from loraxs_mini.data import load_task, make_batch
-from loraxs_mini.errors import friendly_errors
-from loraxs_mini.pretrained import load_pretrained, save_pretrained
+from loraxs_mini.lesson import load_model, pyplot, repository, settings, show
+from loraxs_mini.pretrained import save_pretrained
 from loraxs_mini.recipe import (
     DEFAULT_BATCH_SIZE,
     GRAD_CLIP,
@@ -39,9 +37,7 @@ from loraxs_mini.recipe import (
     learning_rate_at,
 )
 
-if "ipykernel" not in sys.modules:  # run as a script: the flags override the settings above
-    QUICK = QUICK or "--quick" in sys.argv
-    MODEL = sys.argv[sys.argv.index("--model") + 1] if "--model" in sys.argv else MODEL
+MODEL, QUICK = settings(MODEL, QUICK)  # as a script, --model PATH and --quick set them
 if QUICK:  # a tiny random GPT-2, saved once, plays the pretrained base model
     torch.manual_seed(0)
     MODEL = str(Path(tempfile.mkdtemp()) / "tiny")
@@ -74,9 +70,8 @@ def captured_share(delta, U, V):
 # Full fine-tuning of every weight on the sentiment task, the loop of lesson 06 at full fine-tuning's
 # rate, for a third of train.py's budget; then ΔW = W_after - W_before for each of the matrices the
 # adapters target.
-with friendly_errors():
-    base = load_pretrained(MODEL)
-task = load_task("sentiment")
+base = load_model(MODEL)
+task = load_task("sentiment", repository() / "data")
 train = task.splits["train"]
 rate = default_learning_rate("full")
 model = copy.deepcopy(base).train()

@@ -6,7 +6,7 @@ checkpoint, a rank that does not fit a layer, ...) is a `LoraxsError` whose
 message says what was wrong and what to do instead. The command-line tools
 (`train.py`, the lessons, the benchmark) print that message on one line and
 exit with status 1, so bad input never ends in a traceback (argparse's own
-mistakes too: cli.ArgumentParser). Anything else that escapes is a bug in
+mistakes too: cli.ArgumentParser); a notebook shows it as one line too. Anything else that escapes is a bug in
 this package and keeps its traceback. `is_whole` and `is_number` are the
 checks every boundary uses for whole numbers and numbers (a bool is neither).
 """
@@ -18,6 +18,10 @@ from contextlib import contextmanager
 
 class LoraxsError(Exception):
     """A clear, user-facing error: the message alone tells the user what to do."""
+
+    def _render_traceback_(self):
+        """In a notebook, the message as one line too: IPython shows what this returns in place of a traceback."""
+        return [f"error: {self}"]
 
 
 def is_whole(value):

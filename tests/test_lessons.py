@@ -29,14 +29,39 @@ def test_there_is_a_lesson_per_component():
 
 @pytest.mark.parametrize("lesson", [lesson_param(path) for path in LESSON_FILES], ids=lambda path: path.stem)
 def test_lesson_runs_in_quick_mode_and_draws_its_figure(lesson, tmp_path):
+    """From a folder outside the repository: a lesson finds data/ and out/ from its own place in the clone."""
     env = {**os.environ, "LORAXS_MINI_FIGURES": str(tmp_path)}
-    result = subprocess.run([sys.executable, str(lesson), "--quick"], cwd=ROOT, capture_output=True, text=True, env=env)
+    result = subprocess.run([sys.executable, str(lesson), "--quick"], cwd=tmp_path, capture_output=True, text=True,
+                            env=env)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
     figure = FIGURES.get(lesson.name[:2])
     if figure:
         pytest.importorskip("matplotlib")
         assert (tmp_path / f"{figure}.png").stat().st_size > 10_000, f"{lesson.name} drew no {figure}.png"
+
+
+def test_a_lesson_outside_a_clone_says_so_in_one_line(tmp_path):
+    stray = tmp_path / "06_finetune_and_compare.py"  # the file alone, away from data/
+    stray.write_text((ROOT / "lessons" / stray.name).read_text())
+    result = subprocess.run([sys.executable, str(stray), "--quick"], cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: this lesson belongs in a clone of the repository")
+
+
+def test_a_relative_model_is_looked_up_here_then_at_the_top_and_a_missing_one_names_both(monkeypatch, tmp_path):
+    from loraxs_mini import LoraxsError, lesson
+
+    monkeypatch.chdir(ROOT / "lessons")  # where Jupyter starts a notebook
+    monkeypatch.setattr(lesson, "in_notebook", lambda: True)  # as in a notebook: the repository from the folder
+    assert lesson.model_setting("data/plural") == str(ROOT / "data" / "plural")  # not in lessons/: from the top
+    assert lesson.model_setting("exercises") == "exercises"  # here first
+    assert lesson.model_setting("gpt2") == "gpt2"  # a preset is a name, not a path
+    with pytest.raises(LoraxsError) as error:
+        lesson.model_setting("../shared/no-such-model")
+    message = str(error.value)
+    assert f"nor a file or folder in {ROOT / 'lessons'} or in {ROOT}:" in message
+    assert "in the settings cell (the first code cell) set MODEL to a GPT-2 checkpoint folder" in message
 
 
 def test_every_lesson_has_its_notebook_made_from_it_and_valid():
