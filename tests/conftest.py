@@ -1,5 +1,6 @@
 """Shared fixtures: tiny models, the optional ../shared assets, and a private download cache."""
 
+import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -37,6 +38,19 @@ NO_TOKENIZER = (
 )
 TOKENIZER_PROBLEM = tokenizer_problem()  # asked once, when the tests are collected
 requires_tokenizer = pytest.mark.skipif(TOKENIZER_PROBLEM is not None, reason=NO_TOKENIZER)  # for subprocess tests
+
+
+# .ci/run sets it: there, the docs and notebook tests must run, so what would skip them fails them instead.
+NOTHING_MAY_SKIP = os.environ.get("LORAXS_MINI_NOTHING_MAY_SKIP") == "1"
+
+
+def require(*modules, tokenizer=False):
+    """Skip with the reason when a module (the optional extras) or the tokenizer is missing; fail in CI."""
+    missing = [module for module in modules if importlib.util.find_spec(module) is None]
+    reason = f"needs {', '.join(missing)} (pip install -e '.[test]')" if missing else None
+    reason = reason or (NO_TOKENIZER if tokenizer and TOKENIZER_PROBLEM is not None else None)
+    if reason:
+        (pytest.fail if NOTHING_MAY_SKIP else pytest.skip)(reason)
 
 
 @pytest.fixture(autouse=True)
