@@ -234,32 +234,53 @@ def save(figure, path):
     return path
 
 
+def method_style(method):
+    """One colour and one marker per method, the same in every figure: its place in the registry picks them."""
+    if METHODS[method].trains_base:  # full fine-tuning: one point, no rank
+        return {"color": "black", "marker": "*"}
+    index = list(METHODS).index(method)
+    return {"color": f"C{index % 10}", "marker": "osD^vP<>"[index % 8]}
+
+
 def plot(rows, path, title):
     """Test accuracy (mean ± std) against trainable parameters, log scale; None without matplotlib."""
     plt = pyplot()
     if plt is None:
         return None
     figure, axes = plt.subplots(figsize=(7, 4.5))
-    for method in adapter_methods():  # a line per adapter, through its ranks
-        points = sorted((row for row in rows if row["method"] == method), key=lambda row: row["trainable_parameters"])
+    by_count = sorted(rows, key=lambda row: row["trainable_parameters"])
+    lines = {method: [row for row in by_count if row["method"] == method] for method in adapter_methods()}
+    # Methods with the same count (LoRA-XS, LoRA-SB and TinyLoRA with u = r² at one r) would hide one another: the
+    # k methods at one count are drawn side by side, 7% apart on the log axis, the count itself in their middle.
+    sharing = {}
+    for method, points in lines.items():
+        for row in points:
+            sharing.setdefault(row["trainable_parameters"], []).append(method)
+
+    def side_by_side(method, count):
+        methods = sharing[count]
+        return count * 1.07 ** (methods.index(method) - (len(methods) - 1) / 2)
+
+    for method, points in lines.items():  # a line per adapter, through its ranks
         if not points:
             continue
-        x = [row["trainable_parameters"] for row in points]
+        x = [side_by_side(method, row["trainable_parameters"]) for row in points]
         y = [row["test"]["mean"] for row in points]
         error = [row["test"]["std"] or 0.0 for row in points]
         # More rank, more parameters: the ranks in the legend read left to right along the line. (Labels beside the
         # points would collide where the three lines cross, near 10^4 to 10^5 parameters.)
         ranks = ", ".join(str(row["rank"]) for row in points)
-        axes.errorbar(x, y, yerr=error, marker="o", capsize=3, label=f"{method}, r = {ranks}")
+        axes.errorbar(x, y, yerr=error, capsize=3, label=f"{method}, r = {ranks}", **method_style(method))
     for row in rows:
         method = METHODS[row["method"]]
-        if method.trains_base:  # full fine-tuning: one point, no rank
+        if method.trains_base:
             point, error = (row["trainable_parameters"], row["test"]["mean"]), row["test"]["std"] or 0.0
-            axes.errorbar(*point, yerr=error, marker="*", markersize=12, color="black", label=method.display_name)
+            axes.errorbar(*point, yerr=error, markersize=12, label=method.display_name, **method_style(row["method"]))
         if not method.trains:
             axes.axhline(row["test"]["mean"], color="gray", linestyle="--", label=method.display_name)
     axes.set_xscale("log")
-    axes.set_xlabel("trainable parameters (log scale)")
+    shared = any(len(methods) > 1 for methods in sharing.values())
+    axes.set_xlabel("trainable parameters (log scale)" + ("; equal counts drawn side by side" if shared else ""))
     axes.set_ylabel("test accuracy (mean ± std over seeds)")
     axes.set_title(title, fontsize=10)
     axes.grid(True, alpha=0.3)
@@ -283,17 +304,21 @@ def plot_curves(rows, path, title):
     if plt is None or not trained:
         return None
     figure, (loss_axes, accuracy_axes) = plt.subplots(1, 2, figsize=(12, 4.5))
-    for index, row in enumerate(trained):
-        color, window = f"C{index % 10}", max(1, len(row["losses"]["mean"]) // 20)
+    for row in trained:
+        style, window = method_style(row["method"]), max(1, len(row["losses"]["mean"]) // 20)
+        color = style["color"]  # the method's colour, as in the accuracy plot; its ranks by line style
+        ranks = [other["rank"] for other in trained if other["method"] == row["method"]]
+        line = ("-", "--", ":", "-.")[ranks.index(row["rank"]) % 4]
         mean, low, high = (trailing_mean(row["losses"][key], window) for key in ("mean", "low", "high"))
         steps = range(1, len(mean) + 1)
-        loss_axes.plot(steps, mean, color=color, label=row["label"])
+        loss_axes.plot(steps, mean, color=color, linestyle=line, label=row["label"])
         loss_axes.fill_between(steps, low, high, color=color, alpha=0.15)
         if row["curve"]:
             x = [point["step"] for point in row["curve"]]
             y = [point["validation"]["mean"] for point in row["curve"]]
             error = [point["validation"]["std"] or 0.0 for point in row["curve"]]
-            accuracy_axes.plot(x, y, marker="o", markersize=3, color=color, label=row["label"])
+            accuracy_axes.plot(x, y, marker=style["marker"], markersize=3, color=color, linestyle=line,
+                               label=row["label"])  # fmt: skip
             accuracy_axes.fill_between(x, [a - e for a, e in zip(y, error)], [a + e for a, e in zip(y, error)],
                                        color=color, alpha=0.15)  # fmt: skip
     loss_axes.set_yscale("log")

@@ -201,3 +201,34 @@ def test_each_rank_gets_the_rate_measured_at_it_or_at_the_nearest_measured_rank(
     assert default_learning_rate("lora", 64) == lora[16] and default_learning_rate("lora", 1) == lora[1]
     assert default_learning_rate("full") == METHODS["full"].learning_rates[None]
     assert default_learning_rate("none") == 0.0  # nothing trains
+
+
+def test_a_method_has_one_colour_in_every_figure_and_equal_counts_stand_apart(monkeypatch, tmp_path):
+    pytest.importorskip("matplotlib")
+    from matplotlib.colors import to_hex
+
+    from loraxs_mini import compare
+
+    figures = []
+    monkeypatch.setattr(compare, "save", lambda figure, path: figures.append(figure) or path)
+
+    def row(method, rank, count):
+        losses = {"mean": [2.0, 1.5, 1.0], "low": [2.0, 1.4, 0.9], "high": [2.1, 1.6, 1.1]}
+        curve = [{"step": step, "validation": {"mean": 0.5, "std": 0.1}} for step in (0, 3)]
+        return {"method": method, "rank": rank, "label": f"{method} r={rank}", "trainable_parameters": count,
+                "test": {"mean": 0.7, "std": 0.05}, "losses": losses, "curve": curve}  # fmt: skip
+
+    rows = [row("lora", 1, 4096), row("lora", 2, 8192), row("loraxs", 8, 512), row("tinylora", 8, 512),
+            row("lorasb", 8, 512), row("full", None, 10**6)]  # fmt: skip
+    compare.plot(rows, tmp_path / "accuracy.png", "title")
+    compare.plot_curves(rows, tmp_path / "curves.png", "title")
+    accuracy, curves = figures
+    points = {container.get_label().split(",")[0]: container.lines[0] for container in accuracy.axes[0].containers}
+    for panel in curves.axes:  # loss and validation accuracy: each line in its method's colour
+        for line in panel.get_lines():
+            method = line.get_label().split()[0]
+            assert to_hex(line.get_color()) == to_hex(points.get(method, points["full fine-tuning"]).get_color())
+    assert len({to_hex(line.get_color()) for line in points.values()}) == len(points)  # no two methods share one
+    at_512 = sorted(points[method].get_xdata()[0] for method in ("loraxs", "tinylora", "lorasb"))
+    assert at_512[0] < at_512[1] < at_512[2] and at_512[0] > 0.8 * 512 and at_512[2] < 1.2 * 512  # apart, near 512
+    assert points["lora"].get_xdata().tolist() == [4096, 8192]  # a count no other method has stays where it is
