@@ -6,6 +6,7 @@ naming the settings cell, and raises no SystemExit.
 """
 
 import os
+import re
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 
@@ -32,8 +33,12 @@ def execute(notebook, folder, settings=("QUICK = False", "QUICK = True")):
     client = NotebookClient(cells, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(folder)}})
     try:
         client.execute(env=env, stderr=subprocess.DEVNULL)  # the kernel's own log: a warning about TCP
-    except CellExecutionError as error:
-        return str(error)[-4000:], cells
+    except CellExecutionError:
+        number, cell = next((number, cell) for number, cell in enumerate(cells.cells, 1)
+                            if any(output.output_type == "error" for output in cell.get("outputs", [])))  # fmt: skip
+        error = next(output for output in cell.outputs if output.output_type == "error")
+        traceback = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(error.traceback))  # without the terminal's colours
+        return f"cell {number}:\n{cell.source}\n---\n{traceback[-3000:]}", cells
     return None, cells
 
 
