@@ -6,13 +6,14 @@ And the refactor that made this possible left fixed-seed runs exactly as they we
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 import train
-from loraxs_mini import LoraxsError
+from loraxs_mini import GPT, GPTConfig, LoraxsError
 from loraxs_mini.adapters import (
     METHODS,
     AdaptedLinear,
@@ -141,21 +142,45 @@ def test_no_module_outside_the_adapters_spells_a_method_name(tmp_path):
                 assert f'"{name}"' not in code, f"{path.name}:{number} chooses by the name {name!r}: {line.strip()}"
 
 
-# Fixed-seed losses of three methods (random:tiny, plural, 6 steps at lr 0.05), as train.py computed them before
-# the methods moved into their classes: a change that moves a single one of them changed behaviour.
-PINNED_LOSSES = {
-    "lora-r8": [10.83548355102539, 10.61270809173584, 10.548906326293945, 10.540584564208984, 10.541738510131836,
-                10.53485107421875],
-    "loraxs-r8": [10.83548355102539, 10.847567558288574, 10.805137634277344, 10.804530143737793, 10.757492065429688,
-                  10.768930435180664],
-    "tinylora-r2": [10.83548355102539, 10.845377922058105, 10.796116828918457, 10.786507606506348,
-                    10.729957580566406, 10.710978507995605],
-}  # fmt: skip
+# Fixed-seed losses (random:tiny, 6 steps at lr 0.05) of every method on both tasks, with each setting a method
+# has of its own (LoRA-XS's subspace, TinyLoRA's u and weight tying) and q, k, v adapted apart, as train.py computed
+# them before the method contract was made small: a change that moves a single one of them changed behaviour.
+PINNED_RUNS = {  # the flags of each command -> the runs it makes
+    "full,lora,vera,loraxs,tinylora,lorasb": ["full", "lora-r8", "vera-r256", "loraxs-r8", "tinylora-r2", "lorasb-r8"],
+    "loraxs --subspace random --rank 4": ["loraxs-random-r4"],
+    "loraxs --subspace bottom --rank 4": ["loraxs-bottom-r4"],
+    "tinylora --u 4 --weight-tying 1 --rank 4": ["tinylora-r4-u4-tied"],
+    "lora,loraxs --targets attn.c_attn.q,attn.c_attn.k,attn.c_attn.v,mlp.* --rank 2": [
+        "lora-r2-qkv-apart",
+        "loraxs-r2-qkv-apart",
+    ],
+}
+FIXTURES = Path(__file__).parent / "fixtures"
+PINNED_LOSSES = json.loads((FIXTURES / "pinned-losses.json").read_text())
 
 
-def test_fixed_seed_runs_give_the_losses_they_gave_before_the_refactor(tmp_path):
-    train.main(["--init-from", "random:tiny", "--task", "plural", "--method", "lora,loraxs,tinylora", "--steps", "6",
-                "--lr", "0.05", "--no-save", "--out", str(tmp_path)])  # fmt: skip
-    for run, losses in PINNED_LOSSES.items():
-        measured = json.loads((tmp_path / f"plural-{run}.json").read_text())["losses"]
-        assert measured == pytest.approx(losses, rel=1e-6, abs=0), run
+@pytest.mark.parametrize("task", ["sentiment", "plural"])
+def test_fixed_seed_runs_give_the_losses_they_gave_before_the_refactor(task, tmp_path):
+    for flags, names in PINNED_RUNS.items():
+        out = tmp_path / str(len(list(tmp_path.iterdir())))
+        train.main(["--init-from", "random:tiny", "--task", task, "--method", *flags.split(), "--steps", "6",
+                    "--lr", "0.05", "--no-save", "--eval-every", "0", "--out", str(out)])  # fmt: skip
+        for name in names:
+            file = name.removesuffix("-qkv-apart").removesuffix("-u4-tied")
+            measured = json.loads((out / f"{task}-{file}.json").read_text())["losses"]
+            assert measured == pytest.approx(PINNED_LOSSES[f"{task}-{name}"], rel=1e-6, abs=0), name
+
+
+@pytest.mark.parametrize("path", sorted(FIXTURES.glob("*.safetensors")), ids=lambda path: path.stem)
+def test_adapter_files_written_before_the_refactor_load_and_give_the_same_logits(path):
+    """
+    tests/fixtures: one adapter file per method (LoRA-XS with a random subspace and q, k, v apart, TinyLoRA tied too),
+    trained 6 steps on plural from random:tiny by the code as it was before the method contract was made small,
+    with the logits each gave on a fixed batch (the first 32 of the vocabulary, in logits.json).
+    """
+    expected = json.loads((FIXTURES / "logits.json").read_text())
+    torch.manual_seed(0)  # random:tiny, the model they were trained on
+    model = load_adapters(GPT(GPTConfig.from_name("tiny")), path).eval()
+    with torch.no_grad():
+        logits = model(torch.tensor(expected["inputs"]))[0][:, :, :32]
+    assert torch.allclose(logits, torch.tensor(expected["logits"][path.stem]), rtol=0, atol=1e-5)
