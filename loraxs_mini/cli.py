@@ -24,9 +24,8 @@ import math
 import warnings
 from pathlib import Path
 
-from .adapters import METHODS, SVD_METHODS, AdapterConfig, LoRAXSLinear, adapter_methods
+from .adapters import DEFAULT_METHOD, METHODS, SVD_METHODS, AdapterConfig, adapter_methods
 from .adapters.config import method_settings
-from .adapters.loraxs import SUBSPACES
 from .errors import LoraxsError
 from .files import check_writable_folder
 from .recipe import DEFAULT_BATCH_SIZE, DEFAULT_STEPS
@@ -48,19 +47,23 @@ def parse_args(argv=None):
     methods = ", ".join(method.display_name for method in METHODS.values() if method.default_rank)
     parser = ArgumentParser(description=f"Fine-tune GPT-2 with {methods} or fully; compare them.")
     add = parser.add_argument
-    add("--method", default=LoRAXSLinear.name, help=f"one of {', '.join(METHODS)}, a comma list, or 'all'")
+    add("--method", default=DEFAULT_METHOD, help=f"one of {', '.join(METHODS)}, a comma list, or 'all'")
     defaults = ", ".join(f"{name} {method.default_rank}" for name, method in METHODS.items() if method.default_rank)
     add("--rank", nargs="+", help=f"adapter rank(s), for every method (8, or 4,8) or each (lora=8,vera=256, or "
         f"lora=1,4,16 loraxs=2,8,32 for a sweep); default {defaults}")  # fmt: skip
-    add("--alpha", help="LoRA / LoRA-XS scale, update x alpha/r, for both or each (lora=16); default LoRA 8, LoRA-XS r")
+    scaled = [method for method in METHODS.values() if method.has_alpha]
+    alphas = ", ".join(f"{m.name} {'r' if m.default_alpha(3) == 3 else f'{m.default_alpha(3):g}'}" for m in scaled)
+    add("--alpha", help=f"the scale of {' and '.join(m.display_name for m in scaled)}, update x alpha/r, for all or "
+        f"each (lora=16); default {alphas}")  # fmt: skip
     add("--targets", help="comma list of layers to adapt (default: all four per block; attn.c_attn.q, .k, .v adapt "
         "the thirds of the fused c_attn separately)")  # fmt: skip
-    add("--u", type=int, help="TinyLoRA: trained numbers per group (default 64)")
-    add("--weight-tying", type=float, help="TinyLoRA: 0 each layer its own v (default), 1 one v for all")
-    add("--subspace", choices=SUBSPACES, help="LoRA-XS: the frozen directions, top (default, the paper), bottom or "
-        "random (lesson 09)")  # fmt: skip
+    for name, owners in method_settings().items():  # each method's own settings, as its class declares them
+        setting = owners[0].settings[name]
+        said = "; ".join(f"{m.display_name}: {m.settings[name].help} (default {m.settings[name].default})"
+                         for m in owners)  # fmt: skip
+        add(f"--{name.replace('_', '-')}", type=type(setting.default), choices=setting.choices, help=said)
     add("--dropout", type=float, default=0.0, help="dropout on the adapter input (default 0)")
-    add("--svd", choices=SVD_METHODS, default="gram", help="how LoRA-XS and TinyLoRA compute the SVD")
+    add("--svd", choices=SVD_METHODS, default="gram", help="how the methods built from W's SVD compute it")
     add("--task", default="sentiment", help="a task in data/ (sentiment, plural)")
     add("--data", help="your own data: a .jsonl file or a folder of train/test.jsonl")
     add("--init-from", default="gpt2", help="gpt2 / gpt2-medium / gpt2-large / gpt2-xl, a checkpoint folder or "

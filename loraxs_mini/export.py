@@ -63,8 +63,8 @@ from .adapters import (
     load_adapters,
 )
 from .adapters.base import PEFT_PREFIX as PREFIX
+from .adapters.checks import read_adapter_config
 from .adapters.qkv import PARTS
-from .adapters.saving import read_adapter_config
 from .cli import ArgumentParser
 from .errors import LoraxsError, friendly_errors
 from .files import atomic_write, check_writable_folder

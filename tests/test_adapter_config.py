@@ -134,7 +134,7 @@ def test_frozen_tensors_stored_in_the_file_load_bit_for_bit(tmp_path, method, mo
     assert full.stat().st_size > small.stat().st_size
     # On a "machine" whose rebuild differs (here: every frozen tensor perturbed), the stored ones still win.
     real_svd, real_init = svd_module.truncated_svd, torch.Tensor.uniform_
-    monkeypatch.setattr("loraxs_mini.adapters.loraxs.truncated_svd", lambda *a: tuple(-t for t in real_svd(*a)))
+    monkeypatch.setattr("loraxs_mini.adapters.svd.truncated_svd", lambda *a: tuple(-t for t in real_svd(*a)))
     monkeypatch.setattr(torch.Tensor, "uniform_", lambda t, a, b, generator: real_init(t, a, b).mul_(-1))
     fresh = load_adapters(tiny_gpt(), full).eval()
     idx = torch.randint(0, 50257, (2, 12))
@@ -148,12 +148,14 @@ def test_a_rebuild_that_differs_is_refused_and_leaves_the_model_as_it_was(tmp_pa
     path = tmp_path / "a.safetensors"
     save_adapters(trained(add_adapters(tiny_gpt(), "loraxs", rank=4)), path)
 
+    real = svd_module.truncated_svd
+
     def other_subspace(W, rank, method):  # another machine's SVD, where σ_r ≈ σ_r+1: u_r+1 taken for u_r
-        U, S, Vh = svd_module.truncated_svd(W, rank, method)  # rank = r + 1: one triplet more (see loraxs.py)
+        U, S, Vh = real(W, rank, method)  # rank = r + 1: one triplet more (see svd.py)
         order = list(range(rank - 2)) + [rank - 1, rank - 2]
         return U[:, order], S[order], Vh[order]
 
-    monkeypatch.setattr("loraxs_mini.adapters.loraxs.truncated_svd", other_subspace)
+    monkeypatch.setattr("loraxs_mini.adapters.svd.truncated_svd", other_subspace)
     model = tiny_gpt()
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
     with pytest.raises(LoraxsError, match="frozen tensor transformer.h.0.attn.c_attn.B rebuilt here differs"):
@@ -170,7 +172,7 @@ def test_rounding_level_differences_in_the_rebuild_still_load(tmp_path, monkeypa
     save_adapters(trained(add_adapters(tiny_gpt(), "loraxs", rank=4)), path)
     real = svd_module.truncated_svd
     monkeypatch.setattr(  # another LAPACK: the same subspace up to 1e-5
-        "loraxs_mini.adapters.loraxs.truncated_svd", lambda *a: tuple(t * (1 + 1e-5) for t in real(*a))
+        "loraxs_mini.adapters.svd.truncated_svd", lambda *a: tuple(t * (1 + 1e-5) for t in real(*a))
     )
     load_adapters(tiny_gpt(), path)
 

@@ -18,6 +18,7 @@ from loraxs_mini.adapters import (
     METHODS,
     AdaptedLinear,
     AdapterConfig,
+    Setting,
     adapted_layers,
     adapter_methods,
     add_adapters,
@@ -31,26 +32,11 @@ from loraxs_mini.pretrained import load_pretrained
 
 
 class LoRAFALinear(AdaptedLinear):
-    """
-    LoRA-FA (Zhang et al., 2023): LoRA with A frozen at its random start; only B trains.
+    """LoRA-FA (Zhang et al., 2023): LoRA with A frozen at its random start; only B trains. ΔW = (alpha / r) B A."""
 
-        y = W x + (alpha / r) B A x       A: r x in, frozen, N(0, 1/in) from the seed;  B: out x r, zero at the start
-    """
-
-    name, display_name = "lorafa", "LoRA-FA"
+    name = "lorafa"
     default_rank = 4
-    has_alpha = True
     learning_rates = {4: 1e-2}
-
-    @classmethod
-    def default_alpha(cls, rank):
-        return float(rank)
-
-    @classmethod
-    def adapt(cls, layers, config, svd_cache=None, first_step=None):
-        generator = torch.Generator().manual_seed(config.seed)
-        for name, layer in layers.items():
-            yield name, cls(layer, config.rank, config.alpha, config.dropout, generator)
 
     def __init__(self, base, rank, alpha, dropout, generator):
         super().__init__(base, rank, dropout)
@@ -65,8 +51,30 @@ class LoRAFALinear(AdaptedLinear):
     def delta_weight(self):
         return self.scaling * self.B @ self.A
 
-    def lora_factors(self):
-        return self.A, self.scaling * self.B.detach()
+
+class HalfLoRALinear(AdaptedLinear):
+    """LoRA with one factor frozen at a random start and the other trained from zero: a setting says which."""
+
+    name = "halflora"
+    default_rank = 4
+    learning_rates = {4: 1e-2}
+    settings = {"frozen": Setting("A", "the factor kept at its random start", ("A", "B"))}
+
+    def __init__(self, base, rank, frozen, generator):
+        super().__init__(base, rank)
+        shapes = {"A": (rank, self.in_features), "B": (self.out_features, rank)}
+        for factor, shape in shapes.items():
+            if factor == frozen:
+                start = torch.randn(*shape, generator=generator) / math.sqrt(shape[1])
+                self.register_buffer(factor, start.to(base.weight.device), persistent=False)
+            else:
+                setattr(self, factor, new_parameter(torch.zeros(*shape), like=base.weight))
+
+    def update(self, x):
+        return F.linear(F.linear(x, self.A), self.B)
+
+    def delta_weight(self):
+        return self.B @ self.A
 
 
 @pytest.fixture
@@ -121,9 +129,67 @@ def test_a_method_registered_from_outside_trains_saves_loads_merges_and_exports(
 
 def test_a_registered_method_without_a_learning_rate_is_asked_for_one(lorafa, monkeypatch, tmp_path):
     monkeypatch.setattr(LoRAFALinear, "learning_rates", {})
-    with pytest.raises(LoraxsError, match="LoRA-FA has no learning rate chosen .* give one with --lr"):
+    with pytest.raises(LoraxsError, match="lorafa has no learning rate chosen .* give one with --lr"):
         train.main(["--init-from", "random:tiny", "--task", "plural", "--method", "lorafa", "--out", str(tmp_path)])
     assert not (tmp_path / "plural-lorafa-r4.json").exists()
+
+
+def test_a_method_s_own_setting_is_a_train_py_flag_checked_stored_and_loaded(tmp_path):
+    register(HalfLoRALinear)  # nothing in config.py or cli.py names it or its setting
+    try:
+        out = tmp_path / "out"
+        train.main(["--init-from", "random:tiny", "--task", "plural", "--method", "halflora", "--frozen", "B",
+                    "--steps", "3", "--eval-every", "0", "--out", str(out)])  # fmt: skip
+        result = json.loads((out / "plural-halflora-r4.json").read_text())
+        assert result["adapter_config"]["frozen"] == "B" and result["learning_rate"] == 1e-2
+        torch.manual_seed(0)  # the run's model, random:tiny, drawn from seed 0
+        model = load_adapters(GPT(GPTConfig.from_name("tiny")), out / "plural-halflora-r4.safetensors")
+        assert model.adapter_config.frozen == "B"
+        layers = adapted_layers(model)
+        assert result["trainable_parameters"] == sum(4 * layer.in_features for layer in layers.values())  # A only
+        assert all(layer.A.requires_grad and not layer.B.requires_grad for layer in layers.values())
+        with pytest.raises(LoraxsError, match="unknown frozen 'C'; choose one of A, B"):
+            AdapterConfig("halflora", frozen="C")
+        with pytest.raises(LoraxsError, match="--frozen is a setting of halflora; add it to --method"):
+            train.main(["--method", "lora", "--frozen", "A", "--init-from", "random:tiny", "--out", str(tmp_path)])
+    finally:
+        del METHODS[HalfLoRALinear.name]
+
+
+class Nameless(AdaptedLinear):
+    default_rank = 4
+
+
+class NoUpdate(LoRAFALinear):
+    name = "noupdate"
+    update = AdaptedLinear.update
+
+
+class AsksTooMuch(LoRAFALinear):
+    name = "askstoomuch"
+
+    def __init__(self, base, rank, alpha, dropout, generator, temperature):
+        super().__init__(base, rank, alpha, dropout, generator)
+
+
+@pytest.mark.parametrize(
+    "method, message",
+    [
+        ("lorafa", "a method is a class derived from AdaptedLinear"),
+        (Nameless, "its name must be a lower-case word that --method can take"),
+        (type("All", (LoRAFALinear,), {"name": "all"}), "its name must be a lower-case word"),
+        (type("Comma", (LoRAFALinear,), {"name": "fa,v2"}), "its name must be a lower-case word"),
+        (type("Taken", (LoRAFALinear,), {"name": "lora"}), "the name 'lora' is taken by LoRALinear"),
+        (type("NoRank", (LoRAFALinear,), {"name": "norank", "default_rank": None}), "default_rank must be a positive"),
+        (NoUpdate, "it does not define update"),
+        (AsksTooMuch, "its __init__ asks for temperature, which adding adapters cannot give"),
+    ],
+)
+def test_a_class_missing_what_a_method_must_say_is_refused_at_register(method, message):
+    before = dict(METHODS)
+    with pytest.raises(LoraxsError, match=message):
+        register(method)
+    assert METHODS == before
 
 
 def test_no_module_outside_the_adapters_spells_a_method_name(tmp_path):

@@ -19,7 +19,7 @@ A method is one class: its name, defaults and checks, how it is built and how
 it is written as a LoRA (lora_factors) all live in its file.
 """
 
-from .base import AdaptedLinear, Method
+from .base import AdaptedLinear, Build, Method, Setting
 from .baselines import FullFineTuning, ZeroShot
 from .config import DEFAULT_TARGETS, EVERY_LINEAR, EVERY_LINEAR_SPLIT_QKV, AdapterConfig
 from .inject import (
@@ -34,18 +34,19 @@ from .inject import (
 )
 from .lora import LoRALinear
 from .lorasb import LoRASBLinear
-from .loraxs import LoRAXSLinear, SVDCache
+from .loraxs import LoRAXSLinear
 from .qkv import SplitQKV
-from .registry import METHODS, adapter_methods, register
+from .registry import DEFAULT_METHOD, METHODS, adapter_methods, register
 from .saving import load_adapters, save_adapters
-from .svd import SVD_METHODS, truncated_svd
+from .svd import SVD_METHODS, SVDCache, truncated_svd
 from .tinylora import TinyLoRALinear
 from .vera import VeRALinear, VeRAProjections
 
 __all__ = [
-    "DEFAULT_TARGETS", "EVERY_LINEAR", "EVERY_LINEAR_SPLIT_QKV", "METHODS", "SVD_METHODS", "AdaptedLinear",
-    "AdapterConfig", "FullFineTuning", "LoRALinear", "LoRASBLinear", "LoRAXSLinear", "Method", "SplitQKV", "SVDCache",
-    "TinyLoRALinear", "VeRALinear", "VeRAProjections", "ZeroShot", "adapted_layers", "adapter_methods",
-    "add_adapters", "check_adapters", "describe_parameters", "find_targets", "load_adapters", "merge_adapters",
-    "parameter_counts", "register", "remove_adapters", "save_adapters", "truncated_svd",
+    "DEFAULT_METHOD", "DEFAULT_TARGETS", "EVERY_LINEAR", "EVERY_LINEAR_SPLIT_QKV", "METHODS", "SVD_METHODS",
+    "AdaptedLinear", "AdapterConfig", "Build", "FullFineTuning", "LoRALinear", "LoRASBLinear", "LoRAXSLinear",
+    "Method", "Setting", "SplitQKV", "SVDCache", "TinyLoRALinear", "VeRALinear", "VeRAProjections", "ZeroShot",
+    "adapted_layers", "adapter_methods", "add_adapters", "check_adapters", "describe_parameters", "find_targets",
+    "load_adapters", "merge_adapters", "parameter_counts", "register", "remove_adapters", "save_adapters",
+    "truncated_svd",
 ]  # fmt: skip

@@ -25,7 +25,6 @@ so it is the default; targets=EVERY_LINEAR_SPLIT_QKV gives the paper's layout.
 """
 
 import math
-from dataclasses import asdict, dataclass
 
 from ..errors import LoraxsError, is_number, is_whole
 from .registry import METHODS
@@ -39,22 +38,24 @@ DEFAULT_TARGETS = EVERY_LINEAR
 MAX_SEED = 2**63 - 1  # torch.manual_seed's limit
 
 
-@dataclass
 class AdapterConfig:
-    method: str
-    rank: int | None = None  # None: the method's default (its class's default_rank)
-    alpha: float | None = None  # None: the method's default; the update is scaled by alpha / rank
-    targets: tuple[str, ...] | None = None  # layer names or patterns; None: DEFAULT_TARGETS
-    dropout: float = 0.0  # on the adapter's input, during training only
-    seed: int = 0  # LoRA's A, LoRA-XS's R (and random subspace), VeRA's pair, TinyLoRA's P (seed + the layer's index)
-    svd: str = "gram"  # how LoRA-XS and TinyLoRA compute their SVD (see svd.py)
-    u: int | None = None  # TinyLoRA only: trained numbers per group of layers; None: its default, 64
-    weight_tying: float | None = None  # TinyLoRA only: 0 (default) each layer its own v, 1 one v for all
-    subspace: str | None = None  # LoRA-XS only: the frozen directions, top (default), bottom or random
+    """
+    AdapterConfig(method, rank=None, alpha=None, targets=None, dropout=0.0, seed=0, svd="gram", **settings):
+    every setting a method shares, and as keywords its own (LoRA-XS's subspace, TinyLoRA's u and weight_tying).
+    Checked and completed when it is made; None takes the method's default.
+    """
 
-    def __post_init__(self):
+    COMMON = ("method", "rank", "alpha", "targets", "dropout", "seed", "svd")
+
+    def __init__(self, method, rank=None, alpha=None, targets=None, dropout=0.0, seed=0, svd="gram", **settings):
+        self.method, self.rank, self.alpha, self.targets = method, rank, alpha, targets
+        self.dropout, self.seed, self.svd = dropout, seed, svd  # seed: every random start, and the data order
+        self.settings = {name: value for name, value in settings.items() if value is not None}
+        self._check()
+
+    def _check(self):
         """Check every setting and fill in the method's defaults. After this, the config is complete."""
-        if self.method not in METHODS:
+        if not isinstance(self.method, str) or self.method not in METHODS:
             raise LoraxsError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
         method = METHODS[self.method]
         if not is_number(self.dropout) or not 0 <= self.dropout < 1:
@@ -63,10 +64,13 @@ class AdapterConfig:
             raise LoraxsError(f"seed must be a whole number from 0 to 2**63 - 1, got {self.seed!r}")
         if self.svd not in SVD_METHODS:
             raise LoraxsError(f"unknown SVD method {self.svd!r}; choose one of {', '.join(SVD_METHODS)}")
-        for name in method_settings() - method.settings.keys():  # another method's setting, given to this one
-            if getattr(self, name) is not None:
-                owners = ", ".join(m.display_name for m in METHODS.values() if name in m.settings)
-                raise LoraxsError(f"{name} is a setting of {owners}; {method.display_name} has none, leave it out")
+        for name in self.settings.keys() - method.settings.keys():  # another method's setting, given to this one
+            owners = ", ".join(m.display_name for m in method_settings().get(name, [])) or "no method"
+            raise LoraxsError(f"{name} is a setting of {owners}; {method.display_name} has none, leave it out")
+        for name, setting in method.settings.items():
+            value = self.settings.setdefault(name, setting.default)
+            if setting.choices and value not in setting.choices:
+                raise LoraxsError(f"unknown {name} {value!r}; choose one of {', '.join(map(str, setting.choices))}")
         if method.default_rank is None:  # none and full add nothing: rank, alpha and targets mean nothing
             self.rank = self.alpha = self.targets = None
             return
@@ -77,7 +81,7 @@ class AdapterConfig:
             raise LoraxsError(
                 f"{method.display_name} has no alpha: its update is not scaled by alpha / r; leave it out"
             )
-        self.alpha = method.default_alpha(self.rank) if self.alpha is None else self.alpha
+        self.alpha = method.default_alpha(self.rank) if self.alpha is None and method.has_alpha else self.alpha
         if self.alpha is not None and not (is_number(self.alpha) and math.isfinite(self.alpha) and self.alpha > 0):
             raise LoraxsError(f"alpha must be a positive number, got {self.alpha!r}")
         if self.alpha is not None:
@@ -88,18 +92,35 @@ class AdapterConfig:
             raise LoraxsError(f"targets must be a list of layer names such as {list(EVERY_LINEAR)}, got {targets!r}")
         self.targets = tuple(targets)
 
+    def __getattr__(self, name):
+        """config.subspace, config.u: a method's own setting reads like any other."""
+        settings = self.__dict__.get("settings", {})
+        if name in settings:
+            return settings[name]
+        raise AttributeError(f"{type(self).__name__} of {self.__dict__.get('method')!r} has no setting {name!r}")
+
     @property
     def method_class(self):
         """The method's class in the registry: what it is, how it is built, its defaults."""
         return METHODS[self.method]
 
     def to_dict(self):
-        """Plain JSON-ready values, for adapter files and results."""
-        settings = asdict(self)
-        settings["targets"] = list(self.targets) if self.targets else None
-        return settings
+        """Plain JSON-ready values, for adapter files and results: the shared settings, then the method's own."""
+        common = {name: getattr(self, name) for name in self.COMMON}
+        return {**common, "targets": list(self.targets) if self.targets else None, **self.settings}
+
+    def __eq__(self, other):
+        return isinstance(other, AdapterConfig) and self.to_dict() == other.to_dict()
+
+    def __repr__(self):
+        values = {**self.to_dict(), "targets": self.targets}
+        return f"AdapterConfig({', '.join(f'{name}={value!r}' for name, value in values.items())})"
 
 
 def method_settings():
-    """Every AdapterConfig field that belongs to one method or another (TinyLoRA's u and weight_tying, ...)."""
-    return {name for method in METHODS.values() for name in method.settings}
+    """Every method's own setting, from the registry: name -> the methods that have it."""
+    owners = {}
+    for method in METHODS.values():
+        for name in method.settings:
+            owners.setdefault(name, []).append(method)
+    return owners

@@ -26,7 +26,7 @@ import torch.nn as nn
 from tqdm import tqdm
 
 from ..errors import LoraxsError, is_number
-from .base import AdaptedLinear, FirstStep
+from .base import AdaptedLinear, Build, FirstStep
 from .config import EVERY_LINEAR, AdapterConfig
 from .qkv import PARTS, SplitQKV
 
@@ -117,7 +117,7 @@ def add_adapters(model, config, *, progress=False, svd_cache=None, first_step=No
     for fused_name in {name.rpartition(".")[0] for name in layers if name not in modules}:  # c_attn taken by thirds
         replace_module(model, fused_name, SplitQKV(modules[fused_name]))
     layers = {name: model.get_submodule(name) for name in layers}  # q, k, v: now the split layers themselves
-    adapters = method.adapt(layers, config, svd_cache, first_step)  # built one by one, as the bar moves
+    adapters = method.adapt(layers, config, Build(svd_cache, first_step))  # built one by one, as the bar moves
     bar = tqdm(adapters, f"adding {config.method}", len(layers), disable=not progress, leave=False, dynamic_ncols=True)
     for name, adapter in bar:
         replace_module(model, name, adapter)

@@ -1,5 +1,5 @@
 """
-LoRA: Low-Rank Adaptation (Hu et al., 2021).
+LoRA: Low-Rank Adaptation (Hu et al., 2021, arXiv 2106.09685).
 
     y = W x + (alpha / r) B A x
 
@@ -13,10 +13,7 @@ so ΔW = B A with r much smaller than in and out is enough. Trainable
 parameters per layer: r (in + out). For GPT-2's c_attn (768 -> 2304) at r = 8
 that is 24,576 instead of 1,769,472.
 
-LoRA's authors fix alpha at the first r they try and let s = alpha / r
-shrink as r grows: in their words, this "helps to reduce the need to
-retune hyperparameters when we vary r". On our toy tasks it did not fully: the best rate rose from 3e-4
-at r <= 4 to 1e-3 at r >= 8 (README.md), so train.py picks one per rank.
+Its defaults, where they come from and how its rates were chosen: docs/methods.md.
 """
 
 import math
@@ -30,31 +27,6 @@ from .base import AdaptedLinear, new_parameter
 
 
 class LoRALinear(AdaptedLinear):
-    name, display_name = "lora", "LoRA"
-    default_rank = 8  # PEFT's LoraConfig (r = 8)
-    has_alpha = True
-    learning_rates = {1: 3e-4, 2: 3e-4, 4: 3e-4, 8: 1e-3, 16: 1e-3}  # docs/defaults.md
-
-    @classmethod
-    def default_alpha(cls, rank):
-        return 8.0  # PEFT's lora_alpha = 8; LoRA's authors set alpha to the first r they tried and kept it
-
-    @classmethod
-    def check_layers(cls, layers, config):
-        for name, layer in layers.items():
-            largest = min(layer.in_features, layer.out_features)
-            if config.rank > largest:  # ΔW = B A has rank <= min(in, out) whatever r is
-                raise LoraxsError(
-                    f"{name}: LoRA rank {config.rank} is more than a {layer.out_features} x {layer.in_features} "
-                    f"layer can use (B A has rank at most {largest}); choose rank <= {largest}"
-                )
-
-    @classmethod
-    def adapt(cls, layers, config, svd_cache=None, first_step=None):
-        generator = torch.Generator().manual_seed(config.seed)  # every layer's A in turn, from one seeded stream
-        for name, layer in layers.items():
-            yield name, cls(layer, config.rank, config.alpha, config.dropout, generator)
-
     def __init__(self, base, rank, alpha, dropout=0.0, generator=None):
         super().__init__(base, rank, dropout)
         self.scaling = alpha / rank
@@ -72,3 +44,22 @@ class LoRALinear(AdaptedLinear):
 
     def lora_factors(self):
         return self.A.detach(), self.scaling * self.B.detach()  # A' = A, B' = (alpha / r) B
+
+    # What the registry needs (base.py's table).
+    name, display_name = "lora", "LoRA"
+    default_rank = 8  # PEFT's LoraConfig (r = 8)
+    learning_rates = {1: 3e-4, 2: 3e-4, 4: 3e-4, 8: 1e-3, 16: 1e-3}  # docs/defaults.md
+
+    @classmethod
+    def default_alpha(cls, rank):
+        return 8.0  # PEFT's lora_alpha = 8; LoRA's authors set alpha to the first r they tried and kept it
+
+    @classmethod
+    def check_layers(cls, layers, config):
+        for name, layer in layers.items():
+            largest = min(layer.in_features, layer.out_features)
+            if config.rank > largest:  # ΔW = B A has rank <= min(in, out) whatever r is
+                raise LoraxsError(
+                    f"{name}: LoRA rank {config.rank} is more than a {layer.out_features} x {layer.in_features} "
+                    f"layer can use (B A has rank at most {largest}); choose rank <= {largest}"
+                )

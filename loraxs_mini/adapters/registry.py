@@ -8,8 +8,11 @@ Adding a method is its file and one line below, or, from outside the package,
 one call: register(MyAdapterLinear).
 """
 
-from ..errors import LoraxsError
-from .base import AdaptedLinear
+import inspect
+import re
+
+from ..errors import LoraxsError, is_whole
+from .base import OFFERED, AdaptedLinear, Method, Setting, init_parameters
 from .baselines import FullFineTuning, ZeroShot
 from .lora import LoRALinear
 from .lorasb import LoRASBLinear
@@ -17,6 +20,7 @@ from .loraxs import LoRAXSLinear
 from .tinylora import TinyLoRALinear
 from .vera import VeRALinear
 
+DEFAULT_METHOD = "loraxs"  # train.py's --method when none is given: the method this project is named after
 METHODS = {
     method.name: method
     for method in (
@@ -32,11 +36,40 @@ METHODS = {
 
 
 def register(method):
-    """Add a method (a Method or AdaptedLinear subclass) to the registry; returns it, so it works as a decorator."""
-    if not method.name or (method.name in METHODS and METHODS[method.name] is not method):
-        raise LoraxsError(f"a method needs a name of its own; {method.name!r} is taken or empty")
+    """Add a method to the registry, once it says what base.py's table requires; returns it (a decorator too)."""
+    problem = what_is_missing(method)
+    if problem:
+        raise LoraxsError(f"cannot register {getattr(method, '__name__', repr(method))}: {problem}")
     METHODS[method.name] = method
     return method
+
+
+def what_is_missing(method):
+    """Why `method` cannot be registered, in words, or None."""
+    if not (isinstance(method, type) and issubclass(method, Method)):
+        return "a method is a class derived from AdaptedLinear (base.py), not an instance or a name"
+    name = method.name
+    if not (isinstance(name, str) and re.fullmatch(r"[a-z][a-z0-9_-]*", name)) or name == "all":
+        return f"its name must be a lower-case word that --method can take (not 'all'), got {name!r}"
+    if METHODS.get(name, method) is not method:
+        return f"the name {name!r} is taken by {METHODS[name].__name__}; give it a name of its own"
+    if not all(isinstance(setting, Setting) for setting in method.settings.values()):
+        return "each of its settings must be a Setting(default, help, choices=None) (base.py)"
+    if not issubclass(method, AdaptedLinear):
+        return None  # none and full: nothing to build
+    if not (is_whole(method.default_rank) and method.default_rank > 0):
+        return f"its default_rank must be a positive whole number, got {method.default_rank!r}"
+    for member in ("__init__", "update", "delta_weight"):
+        if getattr(method, member) is getattr(AdaptedLinear, member):
+            return f"it does not define {member} (base.py's table: what a method must say)"
+    if method.adapt.__func__ is Method.adapt.__func__:  # the default adapt fills __init__'s parameters by name
+        parameters = inspect.signature(method.__init__).parameters
+        unknown = [name for name in init_parameters(method) if name not in OFFERED and name not in method.settings
+                   and parameters[name].default is inspect.Parameter.empty]  # fmt: skip
+        if unknown:
+            return (f"its __init__ asks for {', '.join(unknown)}, which adding adapters cannot give (it gives "
+                    f"{', '.join(OFFERED)} and the method's settings): give a default, or write adapt")  # fmt: skip
+    return None
 
 
 def adapter_methods():

@@ -31,7 +31,15 @@ direction is nearly arbitrary, and methods (or machines) may disagree on it.
 
 Every method returns U_r (out x r), S_r (r), V_rᵀ (r x in) in float32, with the
 same sign convention, so B and A do not depend on the library that computed them.
+
+Below the three routes: what LoRA-XS, TinyLoRA and LoRA-SB share on top of them. The rank a layer's SVD allows
+(check_svd_ranks), the top triplets with the gap σ_r / σ_{r+1} after them and the warning when it is nearly 1
+(top_triplets, warn_about_narrow_gaps), each matrix's SVD computed once for a whole sweep (SVDCache), and the
+other subspaces LoRA-XS can freeze, for lesson 09's question (frozen_directions).
 """
+
+import math
+import warnings
 
 import torch
 
@@ -90,3 +98,101 @@ def randomized_svd(W, rank, power_iterations):
         Q = torch.linalg.qr(W @ torch.linalg.qr(W.T @ Q).Q).Q
     U_small, S, Vh = torch.linalg.svd(Q.T @ W, full_matrices=False)  # exact SVD of a q x in matrix
     return (Q @ U_small)[:, :rank], S[:rank], Vh[:rank]
+
+
+# Below this σ_r / σ_{r+1}, the top-r subspace hangs on rounding. On the small pretrained model, the Gram route and the
+# full float32 SVD disagreed on U_r by a sine of 1.4e-3 at a gap of 1.0003, by at most 4e-5 at every gap above 1.005:
+# the disagreement grows roughly as 1 / (gap - 1).
+NARROW_GAP = 1.001
+
+
+def check_svd_rank(layer, rank, method, name=None):
+    """The SVD of an out x in matrix has min(in, out) singular values: r can be at most that."""
+    largest = min(layer.in_features, layer.out_features)
+    if rank > largest:
+        raise LoraxsError(
+            (f"{name}: " if name else "") + f"{method} rank {rank} is too large for a {layer.out_features} x "
+            f"{layer.in_features} layer: its SVD has only {largest} singular values; choose rank <= {largest}"
+        )
+
+
+def check_svd_ranks(layers, rank, method):
+    """check_svd_rank for every target layer (name -> nn.Linear): what LoRA-XS, TinyLoRA and LoRA-SB check."""
+    for name, layer in layers.items():
+        check_svd_rank(layer, rank, method, name)
+
+
+def warn_about_narrow_gaps(adapters):
+    """One warning naming the layers (name -> adapter) whose σ_r / σ_{r+1} is so close to 1 that it is ill-defined."""
+    narrow = [name for name, adapter in adapters.items() if adapter.gap < NARROW_GAP]
+    if narrow:
+        warnings.warn(  # said once per message: Python shows a repeated warning only the first time
+            f"in {len(narrow)} of {len(adapters)} layers (first: {narrow[0]}) the r-th and (r+1)-th singular values "
+            f"are nearly equal (σ_r / σ_(r+1) < {NARROW_GAP}), so rounding decides which of the two directions is "
+            "frozen. Training is not affected. Loading the adapter file on another machine may rebuild the other "
+            "direction, and loading then refuses the file; to make it load anywhere, store the frozen matrices too "
+            "(train.py --save-frozen, save_adapters(..., frozen=True)). Otherwise there is nothing to do.",
+            stacklevel=5,  # past this function, adapt(), tqdm and add_adapters: the line that added the adapters
+        )
+
+
+def loraxs_svd(W, rank, method="gram"):
+    """
+    The top triplets LoRA-XS needs at `rank`: one more than r when the matrix
+    has it, to see the gap after σ_r. Any larger number of top triplets works
+    too: B and A at rank r are their first r columns and rows.
+    """
+    return truncated_svd(W, min(rank + 1, *W.shape), method)  # float32 (see svd.py)
+
+
+class SVDCache:
+    """
+    Each matrix's top singular triplets, computed once for the largest rank a
+    sweep needs and sliced for the smaller ones: the SVD of W depends on
+    neither the seed nor the rank. Keyed by layer name, so it serves copies of
+    one base model only. The randomized SVD is not cached: what it finds
+    depends on how many triplets it is asked for.
+    """
+
+    def __init__(self, max_rank):
+        self.max_rank, self.triplets = max_rank, {}
+
+    def get(self, name, W, method):
+        if method == "randomized":
+            return None
+        if (name, method) not in self.triplets:
+            self.triplets[name, method] = loraxs_svd(W, self.max_rank, method)
+        return self.triplets[name, method]
+
+
+SUBSPACES = ("top", "bottom", "random")
+
+
+def top_triplets(base, rank, svd="gram", triplets=None):
+    """
+    (U_r, Σ_r, V_rᵀ, gap) of the layer's weight, gap = σ_r / σ_{r+1}: what LoRA-XS (and TinyLoRA) build B and A
+    from. `triplets`: the SVD of base.weight already computed at rank r or more (SVDCache), or None to compute it.
+    """
+    U, S, Vh = loraxs_svd(base.weight, rank, svd) if triplets is None else triplets
+    gap = (S[rank - 1] / S[rank]).item() if len(S) > rank and not S.is_meta else math.inf
+    return U[:, :rank], S[:rank], Vh[:rank], gap
+
+
+def frozen_directions(base, rank, subspace, seed, top):
+    """
+    (U', V'ᵀ, gap): the r directions LoRA-XS freezes, out x r and r x in. `top`: the layer's (U_r, V_rᵀ, gap). gap
+    is σ_r / σ_(r+1) at the edge of the chosen singular directions (random: none, infinite).
+    """
+    U_r, Vh_r, gap = top
+    if subspace == "top":
+        return U_r, Vh_r, gap
+    W = base.weight.detach().float()
+    if subspace == "bottom":  # every triplet (the Gram route would lose the small ones), then the last r
+        U, S, Vh = torch.linalg.svd(W, full_matrices=False)
+        signs = fixed_signs(U[:, -rank:])
+        edge = (S[-rank - 1] / S[-rank]).item() if len(S) > rank else math.inf  # σ_(n-r) / σ_(n-r+1)
+        return U[:, -rank:] * signs, Vh[-rank:] * signs[:, None], edge
+    generator = torch.Generator().manual_seed(seed)  # random: orthonormal columns from QR of Gaussian matrices
+    U = torch.linalg.qr(torch.randn(W.shape[0], rank, generator=generator)).Q  # out x r
+    V = torch.linalg.qr(torch.randn(W.shape[1], rank, generator=generator)).Q  # in x r
+    return U.to(W.device), V.T.to(W.device), math.inf

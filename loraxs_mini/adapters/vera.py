@@ -21,10 +21,7 @@ files store it only when asked (`save_adapters(..., frozen=True)`, as PEFT's
 `save_projection` does by default), and otherwise a checksum of it. Hugging
 Face PEFT draws the same numbers from the same seed (its
 `projection_prng_key`), so the two can be compared number for number.
-
-The default rank is 256, PEFT's default for VeRA: its count grows by only one
-number per layer for each unit of r, so it can afford a rank at which LoRA
-would train millions of numbers.
+Its defaults (rank 256, PEFT's): docs/methods.md.
 """
 
 import math
@@ -60,31 +57,6 @@ class VeRAProjections(nn.Module):
 
 
 class VeRALinear(AdaptedLinear):
-    name, display_name = "vera", "VeRA"
-    default_rank = 256  # PEFT's VeraConfig (r = 256)
-    learning_rates = {64: 1e-2, 256: 3e-2, 1024: 1e-2}  # docs/defaults.md
-
-    @classmethod
-    def check_layers(cls, layers, config):
-        """r may exceed the width (the pair is random), but not the memory."""
-        widest_in = max(layer.in_features for layer in layers.values())
-        widest_out = max(layer.out_features for layer in layers.values())
-        pair_bytes = 4 * config.rank * (widest_in + widest_out)  # A: r x in, B: out x r, float32
-        if pair_bytes > MAX_PAIR_BYTES:
-            raise LoraxsError(
-                f"VeRA rank {config.rank:,} needs a shared random pair of {pair_bytes / 2**30:,.1f} GiB on this "
-                f"model; choose a rank up to {MAX_PAIR_BYTES // (4 * (widest_in + widest_out)):,}"
-            )
-
-    @classmethod
-    def adapt(cls, layers, config, svd_cache=None, first_step=None):
-        widest_in = max(layer.in_features for layer in layers.values())
-        widest_out = max(layer.out_features for layer in layers.values())
-        like = next(iter(layers.values())).weight
-        projections = VeRAProjections(config.rank, widest_in, widest_out, config.seed, like)  # one pair for all
-        for name, layer in layers.items():
-            yield name, cls(layer, projections, config.dropout)
-
     def __init__(self, base, projections: VeRAProjections, dropout=0.0, d_initial=0.1):
         super().__init__(base, projections.rank, dropout)
         self.projections = projections  # the same module object in every layer: shared, stored once
@@ -108,6 +80,32 @@ class VeRALinear(AdaptedLinear):
     def lora_factors(self):
         A, B = self.shared_matrices()
         return self.lambda_d.detach()[:, None] * A, self.lambda_b.detach()[:, None] * B  # A' = Λ_d A, B' = Λ_b B
+
+    # What the registry needs (base.py's table).
+    name, display_name = "vera", "VeRA"
+    default_rank = 256  # PEFT's VeraConfig (r = 256)
+    learning_rates = {64: 1e-2, 256: 3e-2, 1024: 1e-2}  # docs/defaults.md
+
+    @classmethod
+    def check_layers(cls, layers, config):
+        """r may exceed the width (the pair is random), but not the memory."""
+        widest_in = max(layer.in_features for layer in layers.values())
+        widest_out = max(layer.out_features for layer in layers.values())
+        pair_bytes = 4 * config.rank * (widest_in + widest_out)  # A: r x in, B: out x r, float32
+        if pair_bytes > MAX_PAIR_BYTES:
+            raise LoraxsError(
+                f"VeRA rank {config.rank:,} needs a shared random pair of {pair_bytes / 2**30:,.1f} GiB on this "
+                f"model; choose a rank up to {MAX_PAIR_BYTES // (4 * (widest_in + widest_out)):,}"
+            )
+
+    @classmethod
+    def adapt(cls, layers, config, build):
+        widest_in = max(layer.in_features for layer in layers.values())
+        widest_out = max(layer.out_features for layer in layers.values())
+        like = next(iter(layers.values())).weight
+        projections = VeRAProjections(config.rank, widest_in, widest_out, config.seed, like)  # one pair for all
+        for name, layer in layers.items():
+            yield name, cls(layer, projections, config.dropout)
 
     @classmethod
     def peft_format(cls, layers, config):
