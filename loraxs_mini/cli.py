@@ -9,7 +9,8 @@ What the command lines share, and the plan of a train.py command.
   seeds. Each becomes an AdapterConfig here, so every setting is checked (by
   AdapterConfig, the one place adapter settings are checked) before anything
   loads or trains.
-- `check_outputs(...)`: the results folder can be written, before training.
+- `prepare_runs(...)`: every check that needs the model and the task, and what
+  the runs share (their names, the learning curves' steps, one SVD cache).
 
 The grammar of --rank and --alpha:
 
@@ -23,11 +24,24 @@ import difflib
 import math
 import warnings
 from pathlib import Path
+from typing import NamedTuple
 
-from .adapters import DEFAULT_METHOD, METHODS, SVD_METHODS, AdapterConfig, adapter_methods
+from .adapters import (
+    DEFAULT_METHOD,
+    METHODS,
+    SVD_METHODS,
+    AdapterConfig,
+    SVDCache,
+    adapter_methods,
+    check_adapters,
+    parameter_counts,
+)
 from .adapters.config import method_settings
+from .data import check_fits
+from .device import say, world
 from .errors import LoraxsError
 from .files import check_writable_folder
+from .measure import human_bytes
 from .recipe import DEFAULT_BATCH_SIZE, DEFAULT_STEPS
 
 MAX_STEPS = 10_000_000  # far beyond any class; the data order for every step is drawn up front
@@ -256,3 +270,31 @@ def check_outputs(out, names, task_name, no_save):
         if stale:
             warnings.warn(f"{out / stale[0]}.safetensors is from an earlier run; with --no-save this run leaves it "
                           "as it is, and its results say no adapter was saved", stacklevel=2)  # fmt: skip
+
+
+class Plan(NamedTuple):
+    """What the runs of one command share, once the model and the task are known."""
+
+    names: list  # each run's name: <task>-<method>[-<setting>][-r<rank>][-seed<s>], what its files are called
+    eval_every: int  # score validation every so many steps, for the learning curves (0: never)
+    svd_cache: SVDCache | None  # each matrix's SVD, computed once for the largest rank that needs it
+
+
+def prepare_runs(args, runs, base, task, steps):
+    """
+    Before anything trains: every example against the model's context, every rank against every target layer,
+    the output files; then what the runs share. A mistake is one error line with nothing trained or written.
+    """
+    check_fits(task, base.config.block_size)
+    for adapter in runs:
+        check_adapters(base, adapter)
+    names = [run_name(task.name, adapter, args.seeds is not None) for adapter in runs]
+    if world()[0] == 0:
+        check_outputs(Path(args.out), names, task.name, args.no_save)
+    if any(adapter.method_class.trains_base for adapter in runs) and not args.no_save:  # said before it happens
+        size = human_bytes(4 * parameter_counts(base)[1])
+        say(f"note: full fine-tuning saves every weight, {size} for each of its runs (--no-save saves no file)")
+    # The learning curves: in a comparison, validation accuracy at 6 points of the budget unless --eval-every says.
+    eval_every = args.eval_every if args.eval_every is not None else (max(1, steps // 6) if len(runs) > 1 else 0)
+    svd_ranks = [adapter.rank for adapter in runs if adapter.method_class.uses_svd]
+    return Plan(names, eval_every, SVDCache(max(svd_ranks)) if svd_ranks else None)

@@ -59,8 +59,18 @@ def world():
     return 0, 1
 
 
-def start_processes(device):
-    """Under torchrun: join the process group (NCCL on CUDA, gloo on CPU) and pick this process's GPU."""
+def say(message):
+    """Print on the first process only: under torchrun every process runs the same script."""
+    if world()[0] == 0:
+        print(message, flush=True)
+
+
+def start_processes(name):
+    """
+    The device `name` asks for (pick_device); under torchrun, also join the process group (NCCL on CUDA, gloo on
+    CPU) and take this process's own GPU.
+    """
+    device = pick_device(name)
     if "RANK" not in os.environ:
         return device
     cuda = device.startswith("cuda")

@@ -10,7 +10,7 @@ import torch
 
 import train
 from conftest import tiny_gpt
-from loraxs_mini import LoraxsError
+from loraxs_mini import LoraxsError, evaluate
 from loraxs_mini.adapters import EVERY_LINEAR_SPLIT_QKV, METHODS, SVDCache, adapted_layers, add_adapters
 from loraxs_mini.compare import aggregate, budget_caveat, spread, summary
 from loraxs_mini.recipe import default_learning_rate
@@ -95,19 +95,19 @@ def test_the_summary_says_which_methods_were_still_improving():
 
 def test_zero_shot_is_scored_once_unless_a_start_moves_the_model(tmp_path, monkeypatch):
     scored = []
-    real_accuracy = train.accuracy
-    monkeypatch.setattr(train, "accuracy", lambda *a, **k: scored.append(a[2]) or real_accuracy(*a, **k))
+    real_accuracy = evaluate.accuracy  # what train.py scores with, directly and through evaluate.scores
+    monkeypatch.setattr(evaluate, "accuracy", lambda *a, **k: scored.append(a[2]) or real_accuracy(*a, **k))
     common = ["--init-from", "random:tiny", "--steps", "1", "--no-save"]
     run_train(*common, "--method", "lora,vera,loraxs", "--out", tmp_path / "a")
     assert len(scored) == 2 + 3 * 2  # zero-shot once (validation, test), then each trained model
     results = [json.loads(path.read_text()) for path in (tmp_path / "a").glob("*.json")]
     changes = {result["method"]: result["initial_change"] for result in results if "method" in result}
     assert changes["lora"] == 0 and changes["vera"] == 0  # B = 0, b = 0: exactly the base model
-    assert 0 < changes["loraxs"] < train.ZERO_SHOT_TOLERANCE  # R ~ N(0, 1e-5²)
+    assert 0 < changes["loraxs"] < evaluate.ZERO_SHOT_TOLERANCE  # R ~ N(0, 1e-5²)
     scored.clear()
     run_train(*common, "--method", "loraxs", "--alpha", "1e9", "--out", tmp_path / "b")  # a start far from the base
     (result,) = [json.loads(path.read_text()) for path in (tmp_path / "b").glob("*.json")]
-    assert result["initial_change"] > train.ZERO_SHOT_TOLERANCE
+    assert result["initial_change"] > evaluate.ZERO_SHOT_TOLERANCE
     assert len(scored) == 2 + 2 + 2  # the base's zero-shot, this start's own, and after training
 
 

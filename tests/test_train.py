@@ -407,3 +407,17 @@ def test_lorasb_and_a_loraxs_subspace_train_and_report_their_setup_time(checkpoi
 def test_subspace_is_refused_for_a_command_without_loraxs():
     with pytest.raises(LoraxsError, match="--subspace is a setting of loraxs; add it to --method or leave it out"):
         plan_runs(parse_args(["--method", "lora", "--subspace", "bottom"]))
+
+
+def test_the_default_run_train_py_states_is_the_recipe():
+    from loraxs_mini.recipe import DEFAULT_BATCH_SIZE, GRAD_CLIP, learning_rate_at
+
+    said = " ".join((ROOT / "train.py").read_text().split())
+    stated = (
+        f"The default run: {DEFAULT_STEPS} steps of {DEFAULT_BATCH_SIZE} examples, the gradient's norm clipped "
+        f"to {GRAD_CLIP}, the learning rate warmed up over the first tenth of the steps and decayed linearly"
+    )
+    assert stated in said
+    tenth = DEFAULT_STEPS // 10
+    assert learning_rate_at(tenth - 1, DEFAULT_STEPS, 1.0) == 1.0 > learning_rate_at(tenth - 2, DEFAULT_STEPS, 1.0)
+    assert learning_rate_at(DEFAULT_STEPS - 1, DEFAULT_STEPS, 1.0) == pytest.approx(1 / (DEFAULT_STEPS - tenth))
