@@ -170,8 +170,9 @@ for method in ("svd", "gram", "randomized"):
 # block of rows? If the value rows get little, a LoRA-XS update on the fused layer can barely
 # change the values. The paper's code adapts q, k and v separately, each with its own SVD and
 # R; here that is targets "attn.c_attn.q", ".k", ".v" (see adapters/qkv.py). Which does better
-# is an experiment: on this project's two tasks, c_attn whole did (README, "How the defaults
-# were chosen"). Try it: rerun that comparison on another task or model.
+# is an experiment: on this project's two tasks, c_attn whole did
+# (docs/defaults.md#at-the-default-ranks-lora-xss-layout-and-the-first-learning-rates).
+# Try it: rerun that comparison on another task or model.
 C = W.shape[1]
 U_fused = torch.linalg.svd(W.double(), full_matrices=False)[0][:, :r]  # 3C x r: one U_r for the stack
 mass = [U_fused[i * C : (i + 1) * C].square().sum().item() / r for i in range(3)]  # each column has norm 1

@@ -168,7 +168,7 @@ if plt is not None:
 # Not necessarily, and that is the surprise of this lesson. R does not have to copy full
 # fine-tuning's ΔW: it only has to find some update, in its subspace, that solves the task. On the
 # two toy tasks (small pretrained GPT-2, 150 steps, 3 seeds, each at the rate chosen for it on
-# validation; the tables and commands are in docs/comparison.md, "Which subspace?"):
+# validation; the tables and commands: docs/comparison.md#which-subspace-lora-xss-frozen-directions-and-lora-sb):
 #
 #     test accuracy, r = 8     top             random          bottom          LoRA-SB
 #     sentiment                0.876 ± 0.045   0.888 ± 0.047   0.826 ± 0.022   0.903 ± 0.025

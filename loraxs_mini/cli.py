@@ -89,7 +89,7 @@ def parse_args(argv=None):
     add("--eval-every", type=at_least_zero, help="score validation accuracy every N steps, for the learning curves "
         "(default: 6 points in a comparison, none in a single run; 0: none)")  # fmt: skip
     add("--lr", type=positive(float, 1, ": Adam would move every weight by about that much per step"),
-        help="learning rate (default: per method and rank, see README)")  # fmt: skip
+        help="learning rate (default: per method and rank, docs/defaults.md)")  # fmt: skip
     add("--batch-size", type=positive(int), default=DEFAULT_BATCH_SIZE, help="examples per step, all devices")
     add("--seed", type=int, default=0, help="the seed of the adapters' start and the data order")
     add("--seeds", help="repeat every run with N seeds (--seed, --seed + 1, ...) or with these (0,3,7)")

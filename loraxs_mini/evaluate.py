@@ -26,7 +26,7 @@ from .tokenizer import END_OF_TEXT, decode, encode
 
 # The base model's zero-shot accuracy stands for every run whose adapters, as added, move no log-probability by
 # more than this. LoRA and VeRA move none (B = 0, b = 0); LoRA-XS's R ~ N(0, 1e-5²) moved the small pretrained
-# model's by at most 1.4e-3 at r = 8 and 3.4e-3 at r = 32 in the README's sweep. A run beyond it scores its own.
+# model's by at most 1.4e-3 at r = 8 and 3.4e-3 at r = 32 in docs/comparison.md's sweep. A run beyond it scores its own.
 ZERO_SHOT_TOLERANCE = 2e-2
 
 

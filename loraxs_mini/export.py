@@ -11,10 +11,11 @@ loads, and what the inference servers that serve PEFT LoRA files read.
 What this file teaches: every adapter here is a LoRA in disguise. Each writes
 ΔW as (out x r)(r x in), so each can be handed over as a LoRA pair A', B' with
 PEFT's scale lora_alpha / r set to 1 (lora_alpha = r); each adapter class
-says how, in its `lora_factors`:
+says how, in its `lora_factors` (by default, from the SVD of ΔW):
 
     LoRA       A' = A          B' = (alpha / r) B
     LoRA-XS    A' = A          B' = (alpha / r) B R      PEFT has no LoRA-XS: it runs as a LoRA of rank r
+    LoRA-SB    A' = A          B' = B R                   nor LoRA-SB
     VeRA       A' = Λ_d A      B' = Λ_b B                 (A, B: this layer's slices of the shared pair)
     TinyLoRA   A' = A          B' = B R                   R = Σ_i v_i P_i
 

@@ -8,7 +8,7 @@ everywhere:
 
 - `settings(MODEL, QUICK)` (`quick_setting(QUICK)` for a lesson without a MODEL): as a script, the flags --quick
   and --model PATH override the settings cell; a relative MODEL is looked up from the current folder, then from
-  the repository's top, so the paths the README gives work from lessons/ too.
+  the repository's top, so the paths the docs give work from lessons/ too.
 - `load_model(MODEL)`: the model, or one line that says which setting to change (the settings cell in a notebook,
   the flags in a script): never a traceback, never SystemExit in a notebook.
 - `repository()`: the clone the lesson belongs to, found from the lesson's own file (a script) or from the

@@ -32,10 +32,10 @@ DEFAULT_BATCH_SIZE = 16  # examples per step, over all processes together
 GRAD_CLIP = 1.0  # the gradient's norm is cut to this before each step: one odd batch cannot throw the model off
 
 
-# Each method's rates were chosen on the validation splits of both toy tasks, never on test (docs/defaults.md): at each
-# rank of the README's sweep, the best of three or four rates, 2 seeds (3 to 5 at the defaults). Fewer trainable
-# numbers need larger steps, since each number must move further; but neither LoRA's alpha / r nor LoRA-XS's
-# alpha = r keeps the best rate fixed across ranks, so each rank has its own.
+# Each method's rates were chosen on the validation splits of both toy tasks, never on test (docs/defaults.md): at
+# each rank of the comparison's sweep (docs/comparison.md), the best of three or four rates, 2 seeds (3 to 5 at the
+# defaults). Fewer trainable numbers need larger steps, since each number must move further; but neither LoRA's
+# alpha / r nor LoRA-XS's alpha = r keeps the best rate fixed across ranks, so each rank has its own.
 def default_learning_rate(method, rank=None, config=None):
     """
     The rate chosen for `method` at `rank` (default: the method's own); between measured ranks, the nearest one's.

@@ -232,3 +232,42 @@ def page_runs(request, tiny_checkpoint, tmp_path_factory):
 def test_the_page_runs_as_written(page, page_runs):
     failure = page_runs[page].result()
     assert failure is None, failure
+
+
+LINK = re.compile(r"\]\(([^)\s]+)\)")  # [text](target)
+POINTER = re.compile(r"([\w./-]+\.md)(?:#([\w-]+)|, \"([^\"]+)\")")  # docs/x.md#anchor, or README.md, "A section"
+
+
+def slug(heading):
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def anchors(page):
+    """The anchors of a page's headings (outside its code blocks)."""
+    text = re.sub(r"```.*?```", "", page.read_text(encoding="utf-8"), flags=re.DOTALL)
+    return {slug(line.lstrip("#")) for line in text.splitlines() if re.match(r"#{1,6} ", line)}
+
+
+def test_every_link_and_pointer_leads_to_a_page_and_a_section_that_exist():
+    broken = []
+    sources = [ROOT / page for page in PAGES] + [
+        path for folder in ("loraxs_mini", "lessons", "tests") for path in (ROOT / folder).rglob("*.py")
+    ] + [ROOT / "train.py"]  # fmt: skip
+    sources.remove(Path(__file__))  # its own examples
+    for source in sources:
+        text = source.read_text(encoding="utf-8")
+        if source.suffix == ".md":  # links, from the page's folder
+            targets = [(target, source.parent) for target in LINK.findall(text)]
+        else:  # pointers in comments and docstrings, from the top
+            targets = [(f"{path}#{anchor or slug(section)}", ROOT) for path, anchor, section in POINTER.findall(text)]
+        for target, base in targets:
+            if target.startswith(("http://", "https://", "mailto:")) or "{" in target:
+                continue
+            path, _, anchor = target.partition("#")
+            page = (base / path).resolve() if path else source
+            if not page.exists():
+                broken.append(f"{source.relative_to(ROOT)}: {target} (no such file)")
+            elif anchor and page.suffix == ".md" and anchor not in anchors(page):
+                broken.append(f"{source.relative_to(ROOT)}: {target} (no such section)")
+    assert not broken, "\n".join(broken)

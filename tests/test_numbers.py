@@ -1,6 +1,6 @@
 """
-The counts and byte sizes the README and the lessons state, recomputed from the code: a change that moves one of
-them fails here until the text says the new number.
+The counts and byte sizes the README, the docs and the lessons state, recomputed from the code: a change that moves
+one of them fails here until the text says the new number.
 """
 
 import copy
@@ -15,6 +15,9 @@ from loraxs_mini.adapters import EVERY_LINEAR_SPLIT_QKV, add_adapters, parameter
 from loraxs_mini.safetensors_file import read_header
 
 README = (ROOT / "README.md").read_text()
+ADAPTERS = (ROOT / "docs" / "adapters.md").read_text()  # the Python API and adapter files, moved from the README
+CLI = (ROOT / "docs" / "cli.md").read_text()
+EXPORT = (ROOT / "docs" / "export.md").read_text()
 COMPARISON = (ROOT / "docs" / "comparison.md").read_text()
 LESSONS_README = (ROOT / "lessons" / "README.md").read_text()
 
@@ -40,14 +43,14 @@ def test_the_gpt2_counts_in_the_readme(gpt2):
     assert f"where GPT-2's {base:,} parameters live" in README
     lora, vera = trained(gpt2, "lora", rank=8), trained(gpt2, "vera", rank=8)
     loraxs, split = trained(gpt2, "loraxs", rank=8), trained(gpt2, "loraxs", rank=8, targets=EVERY_LINEAR_SPLIT_QKV)
-    assert f"| full | all | {base:,} | 100% |" in README
-    assert f"| LoRA | r (in + out) | {lora:,} | {100 * lora / base:.3f}% |" in README
-    assert f"| VeRA | r + out | {vera:,} | {100 * vera / base:.3f}% | r = 256: {trained(gpt2, 'vera'):,}" in README
-    assert f"| LoRA-XS | r² | {loraxs:,} | {100 * loraxs / base:.4f}% |" in README
-    assert f"| LoRA-XS, q, k, v separately | r² | {split:,} | {100 * split / base:.4f}% |" in README
+    assert f"| full | all | {base:,} | 100% |" in ADAPTERS
+    assert f"| LoRA | r (in + out) | {lora:,} | {100 * lora / base:.3f}% |" in ADAPTERS
+    assert f"| VeRA | r + out | {vera:,} | {100 * vera / base:.3f}% | r = 256: {trained(gpt2, 'vera'):,}" in ADAPTERS
+    assert f"| LoRA-XS | r² | {loraxs:,} | {100 * loraxs / base:.4f}% |" in ADAPTERS
+    assert f"| LoRA-XS, q, k, v separately | r² | {split:,} | {100 * split / base:.4f}% |" in ADAPTERS
     tokens = torch.zeros(1, 4, dtype=torch.long)  # LoRA-SB's first step: any batch, the count is r² per layer
     lorasb = parameter_counts(add_adapters(copy.deepcopy(gpt2), "lorasb", rank=8, first_step=(tokens, tokens, 1e-3)))[0]
-    assert f"| LoRA-SB | r² | {lorasb:,} | {100 * lorasb / base:.4f}% | r = 8: the same |" in README
+    assert f"| LoRA-SB | r² | {lorasb:,} | {100 * lorasb / base:.4f}% | r = 8: the same |" in ADAPTERS
     assert f"LoRA-XS at rank 8 to every linear layer ({loraxs:,} trainable numbers" in README
 
 
@@ -68,16 +71,16 @@ def test_the_adapter_file_sizes_in_the_readme(gpt2, tmp_path):
     small_file = save_adapters(model, tmp_path / "small.safetensors")
     exact = save_adapters(model, tmp_path / "exact.safetensors", frozen=True)
     R_bytes = sum(4 * layer.R.numel() for layer in model.modules() if hasattr(layer, "R"))
-    assert f"give or take {SIZE_TOLERANCE} bytes" in README
-    small_stated = stated(r"adapter of GPT-2 124M is ([\d,]+) bytes on disk", README)
+    assert f"give or take {SIZE_TOLERANCE} bytes" in ADAPTERS
+    small_stated = stated(r"adapter of GPT-2 124M is ([\d,]+) bytes on disk", ADAPTERS)
     assert abs(small_stated - small_file) <= SIZE_TOLERANCE, (small_stated, small_file)
-    assert f"is {small_stated:,} bytes on disk ({R_bytes:,} of them are R itself" in README
+    assert f"is {small_stated:,} bytes on disk ({R_bytes:,} of them are R itself" in ADAPTERS
     assert (
         f"`out/sentiment-loraxs-r8.safetensors`: {small_stated:,} bytes, of\nwhich the 48 R matrices are {R_bytes:,}"
-        in (README)
+        in (CLI)
     )
-    assert f"| LoRA-XS r = 8 | {small_stated:,} bytes |" in README  # the export table
-    assert f"Saved with its frozen tensors it is {exact:,} bytes" in README
+    assert f"| LoRA-XS r = 8 | {small_stated:,} bytes |" in EXPORT  # the export table
+    assert f"Saved with its frozen tensors it is {exact:,} bytes" in ADAPTERS
     # The lessons README: the header (8-byte length + JSON) is what does not grow with r.
     _, _, data_start = read_header(tmp_path / "small.safetensors")
     assert data_start == small_file - R_bytes
@@ -90,7 +93,7 @@ def test_the_small_model_counts_in_the_comparison(small):
     assert "19,249,920" in README and f"| full | - | {parameter_counts(small)[1]:,} |" in README
     for method, rank, where in (
         ("lora", 16, README), ("vera", 256, README), ("loraxs", 32, README), ("loraxs", 16, README),
-        ("lora", 1, README), ("lora", 8, README), ("loraxs", 8, README),
+        ("lora", 1, COMPARISON), ("lora", 8, COMPARISON), ("loraxs", 8, COMPARISON),
     ):  # fmt: skip
         assert f"{trained(small, method, rank=rank):,}" in where, (method, rank)
     assert f"| 8 | {trained(small, 'tinylora', rank=8):,} |" in README  # TinyLoRA, u = 64: 64 per layer
@@ -99,4 +102,4 @@ def test_the_small_model_counts_in_the_comparison(small):
                   if hasattr(layer, "lambda_b"))  # fmt: skip
     assert f"Below {vera_1:,} numbers only LoRA-XS and TinyLoRA can go: VeRA at r = 1 has {vera_1:,}" in COMPARISON
     assert f"{b_alone:,} on this model" in COMPARISON
-    assert f"below {vera_1:,} numbers, only LoRA-XS and TinyLoRA can go (VeRA at r = 1 has {vera_1:,}" in README
+    assert f"below {vera_1:,} numbers, only LoRA-XS and TinyLoRA can go (VeRA at r = 1 has {vera_1:,}" in COMPARISON

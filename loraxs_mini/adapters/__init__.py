@@ -8,15 +8,16 @@ LoRA, VeRA, LoRA-XS, TinyLoRA and LoRA-SB, side by side, one file each.
     lorasb.py     ΔW = B R A                           B, A from the SVD of full fine-tuning's first step; R trained
     baselines.py  none (zero-shot) and full fine-tuning, the two methods that add no adapter
     registry.py   METHODS: every method by name; register() adds one from outside
-    base.py       what a method says about itself (Method), and what the adapters share: wrap an nn.Linear, merge
-    svd.py        the top-r singular triplets that LoRA-XS starts from, three ways
+    base.py       what every adapter shares (wrap an nn.Linear, merge) and the few names a method must say
+    svd.py        the truncated SVD LoRA-XS, TinyLoRA and LoRA-SB start from, and what they share on top of it
     config.py     AdapterConfig: method, rank, alpha, targets, ...: checked once, the method's defaults filled in
     qkv.py        GPT-2's fused c_attn as three layers q, k, v, for adapters on each
     inject.py     add_adapters / merge_adapters / remove_adapters / parameter_counts
-    saving.py     save_adapters / load_adapters: the trained tensors, the config, checks
+    saving.py     save_adapters / load_adapters: the trained tensors and the config
+    checks.py     what an adapter file is checked for before it touches a model
 
-A method is one class: its name, defaults and checks, how it is built and how
-it is written as a LoRA (lora_factors) all live in its file.
+A method is one class in one file: its name, default rank, __init__, update and
+delta_weight, and whatever else it changes from base.py's defaults.
 """
 
 from .base import AdaptedLinear, Build, Method, Setting

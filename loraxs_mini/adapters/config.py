@@ -20,7 +20,7 @@ found that adapting every layer is what matches full fine-tuning).
 The LoRA-XS paper's code takes q, k and v separately, each with its own SVD
 and R (EVERY_LINEAR_SPLIT_QKV below, and qkv.py). We measured both on the two
 shipped tasks, 5 seeds each, on the small pretrained model: c_attn whole gave
-the higher validation accuracy (README.md, "How the defaults were chosen"),
+the higher validation accuracy (docs/defaults.md#at-the-default-ranks-lora-xss-layout-and-the-first-learning-rates),
 so it is the default; targets=EVERY_LINEAR_SPLIT_QKV gives the paper's layout.
 """
 

@@ -12,7 +12,7 @@ singular vectors of the stacked matrix lie mostly in the rows of W_q and W_k
 r = 8), so one SVD of c_attn leaves LoRA-XS little room to change the values.
 The paper's code adapts q, k and v separately, each with its own SVD and its
 own R. (Whether that matters is an experiment: on this project's two tasks
-the fused layer did better; README.md, "How the defaults were chosen".)
+the fused layer did better; docs/defaults.md#at-the-default-ranks-lora-xss-layout-and-the-first-learning-rates.)
 
 `SplitQKV` replaces c_attn with three C x C `nn.Linear` layers named q, k and
 v, whose weights are the three row blocks of the fused weight (views: no copy,
