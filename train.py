@@ -138,11 +138,22 @@ def one_run(adapter, name, base, task, zero_shot, steps, plan, args, device):
     saved = trains and not args.no_save and world()[0] == 0  # the adapter file: only the trained tensors
     adapter_bytes = save_adapters(model, out / f"{name}.safetensors", frozen=args.save_frozen) if saved else 0
     result = results.record(
-        task, adapter, args, model, before, after, losses, curve,
-        (setup, seconds, time.perf_counter() - started, tokens), steps=steps if trains else 0,
-        learning_rate=learning_rate, device=device, initial_change=change,
-        adapter_file=str(out / f"{name}.safetensors") if saved else None, adapter_bytes=adapter_bytes,
-    )  # fmt: skip
+        task,
+        adapter,
+        args,
+        model,
+        before,
+        after,
+        losses,
+        curve,
+        (setup, seconds, time.perf_counter() - started, tokens),
+        steps=steps if trains else 0,
+        learning_rate=learning_rate,
+        device=device,
+        initial_change=change,
+        adapter_file=str(out / f"{name}.safetensors") if saved else None,
+        adapter_bytes=adapter_bytes,
+    )
     results.write(result, out / f"{name}.json")
     say(results.one_line(result, out / f"{name}.json"))
     return result

@@ -67,17 +67,21 @@ def parse_args(argv=None):
         f"lora=1,4,16 loraxs=2,8,32 for a sweep); default {defaults}")  # fmt: skip
     scaled = [method for method in METHODS.values() if method.has_alpha]
     alphas = ", ".join(f"{m.name} {'r' if m.default_alpha(3) == 3 else f'{m.default_alpha(3):g}'}" for m in scaled)
-    add("--alpha", help=f"the scale of {' and '.join(m.display_name for m in scaled)}, update x alpha/r, for all or "
-        f"each (lora=16); default {alphas}")  # fmt: skip
+    add(
+        "--alpha",
+        help=f"the scale of {' and '.join(m.display_name for m in scaled)}, update x alpha/r, for all or "
+        f"each (lora=16); default {alphas}",
+    )
     add("--targets", help="comma list of layers to adapt (default: all four per block; attn.c_attn.q, .k, .v adapt "
         "the thirds of the fused c_attn separately)")  # fmt: skip
     for name, owners in method_settings().items():  # each method's own settings, as its class declares them
         setting = owners[0].settings[name]
-        said = "; ".join(f"{m.display_name}: {m.settings[name].help} (default {m.settings[name].default})"
-                         for m in owners)  # fmt: skip
+        said = "; ".join(
+            f"{m.display_name}: {m.settings[name].help} (default {m.settings[name].default})" for m in owners
+        )
         add(f"--{name.replace('_', '-')}", type=type(setting.default), choices=setting.choices, help=said)
-    add("--dropout", type=float, default=0.0, help="dropout on the adapter input (default 0)")
-    add("--svd", choices=SVD_METHODS, default="gram", help="how the methods built from W's SVD compute it")
+    add("--dropout", type=float, help="dropout on the adapter input (default 0)")
+    add("--svd", choices=SVD_METHODS, help="how the methods built from W's SVD compute it (default gram)")
     add("--task", default="sentiment", help="a task in data/ (sentiment, plural)")
     add("--data", help="your own data: a .jsonl file or a folder of train/test.jsonl")
     add("--init-from", default="gpt2", help="gpt2 / gpt2-medium / gpt2-large / gpt2-xl, a checkpoint folder or "
@@ -88,8 +92,11 @@ def parse_args(argv=None):
     budget.add_argument("--epochs", type=positive(float), help="passes over the training split, instead of steps")
     add("--eval-every", type=at_least_zero, help="score validation accuracy every N steps, for the learning curves "
         "(default: 6 points in a comparison, none in a single run; 0: none)")  # fmt: skip
-    add("--lr", type=positive(float, 1, ": Adam would move every weight by about that much per step"),
-        help="learning rate (default: per method and rank, docs/defaults.md)")  # fmt: skip
+    add(
+        "--lr",
+        type=positive(float, 1, ": Adam would move every weight by about that much per step"),
+        help="learning rate (default: per method and rank, docs/defaults.md)",
+    )
     add("--batch-size", type=positive(int), default=DEFAULT_BATCH_SIZE, help="examples per step, all devices")
     add("--seed", type=int, default=0, help="the seed of the adapters' start and the data order")
     add("--seeds", help="repeat every run with N seeds (--seed, --seed + 1, ...) or with these (0,3,7)")
@@ -152,8 +159,11 @@ def whole_numbers(items, flag):
         raise LoraxsError(f"{flag} {','.join(items)}: give whole numbers, such as {flag} 8 or {flag} 2,4,8") from None
 
 
-def per_method(words, flag, methods):
-    """A flag's values for each method, as lists of strings (the grammar at the top)."""
+def per_method(words, flag, methods, chosen=None):
+    """
+    A flag's values for each method, as lists of strings (the grammar at the top). A method named in them must be
+    one of `methods` (those the flag applies to) and, if given, of `chosen` (--method's): no value goes unused.
+    """
     if words is None:
         return {}
     text = ",".join(words) if isinstance(words, list) else words
@@ -175,6 +185,11 @@ def per_method(words, flag, methods):
     for method, items in values.items():
         if "" in items:
             raise LoraxsError(f"{flag} {text}: an empty value for {method}")
+        if chosen is not None and method not in chosen:
+            raise LoraxsError(
+                f"{flag} {text}: {method} is not in --method, so its value would go unused; add it to --method or "
+                "leave the value out"
+            )
     return values
 
 
@@ -195,27 +210,31 @@ def chosen_seeds(seeds, seed):
 def plan_runs(args):
     """Every run of the command, one AdapterConfig each, all checked here, before anything loads."""
     methods = chosen_methods(args.method)
-    ranks = per_method(args.rank, "--rank", adapter_methods())
+    ranks = per_method(args.rank, "--rank", adapter_methods(), methods)
     ranks = {method: whole_numbers(items, "--rank") for method, items in ranks.items()}
     for method, values in ranks.items():
         if len(set(values)) < len(values):
             raise LoraxsError(f"--rank: a rank of {method} is listed twice")
     scaled = [name for name in adapter_methods() if METHODS[name].has_alpha]  # VeRA and TinyLoRA have no alpha
-    alphas = per_method(args.alpha, "--alpha", scaled)
+    alphas = per_method(args.alpha, "--alpha", scaled, methods)
     if any(len(items) > 1 for items in alphas.values()):
         raise LoraxsError(f"--alpha {args.alpha}: one alpha per method")
     try:
         alphas = {method: float(items[0]) for method, items in alphas.items()}
     except ValueError:
         raise LoraxsError(f"--alpha {args.alpha}: give numbers") from None
-    # A method's own settings (TinyLoRA's --u, --weight-tying) go to the methods that have them, and to no other.
+    # A flag goes to the methods of --method that use it, and is refused when none does: a method's own settings
+    # (TinyLoRA's --u) to their owners, --alpha to the methods whose __init__ takes it, --svd to those built from
+    # W's SVD, --rank, --targets and --dropout to the methods that add adapters.
+    users = {name: lambda m, name=name: name in m.settings for name in method_settings()}
+    users |= {"alpha": lambda m: m.has_alpha, "svd": lambda m: m.uses_svd}
+    users |= dict.fromkeys(("rank", "targets", "dropout"), lambda m: m.default_rank is not None)
+    for name, uses in users.items():
+        if getattr(args, name) is not None and not any(uses(METHODS[method]) for method in methods):
+            owners = [m.name for m in METHODS.values() if uses(m)]
+            flag, one = f"--{name.replace('_', '-')}", "it" if len(owners) == 1 else "one of them"
+            raise LoraxsError(f"{flag} is a setting of {' or '.join(owners)}; add {one} to --method or leave it out")
     own = {name: getattr(args, name) for name in method_settings() if getattr(args, name) is not None}
-    for name in own:
-        if not any(name in METHODS[method].settings for method in methods):
-            owners = " or ".join(m.name for m in METHODS.values() if name in m.settings)
-            raise LoraxsError(
-                f"--{name.replace('_', '-')} is a setting of {owners}; add it to --method or leave it out"
-            )
     targets = args.targets.split(",") if args.targets else None
     seeds = chosen_seeds(args.seeds, args.seed)
     runs = []
@@ -223,9 +242,9 @@ def plan_runs(args):
         settings = {name: value for name, value in own.items() if name in METHODS[method].settings}
         for rank in ranks.get(method, [None]):  # none and full: no rank
             for seed in seeds:
-                runs.append(
-                    AdapterConfig(method, rank, alphas.get(method), targets, args.dropout, seed, args.svd, **settings)
-                )
+                shared = {"dropout": args.dropout, "svd": args.svd} if METHODS[method].default_rank else {}
+                shared = {name: value for name, value in shared.items() if value is not None}  # else the default
+                runs.append(AdapterConfig(method, rank, alphas.get(method), targets, seed=seed, **shared, **settings))
     return runs
 
 

@@ -317,8 +317,9 @@ def plot_curves(rows, path, title):
             x = [point["step"] for point in row["curve"]]
             y = [point["validation"]["mean"] for point in row["curve"]]
             error = [point["validation"]["std"] or 0.0 for point in row["curve"]]
-            accuracy_axes.plot(x, y, marker=style["marker"], markersize=3, color=color, linestyle=line,
-                               label=row["label"])  # fmt: skip
+            accuracy_axes.plot(
+                x, y, marker=style["marker"], markersize=3, color=color, linestyle=line, label=row["label"]
+            )
             accuracy_axes.fill_between(x, [a - e for a, e in zip(y, error)], [a + e for a, e in zip(y, error)],
                                        color=color, alpha=0.15)  # fmt: skip
     loss_axes.set_yscale("log")

@@ -50,8 +50,10 @@ def how_to_fix_the_model():
     """Where a student changes the model: the settings cell in a notebook, the flags in a script."""
     checkpoint = "a GPT-2 checkpoint folder (config.json and model.safetensors)"
     if in_notebook():
-        return (f"in the settings cell (the first code cell) set MODEL to {checkpoint}, or QUICK = True for a tiny "
-                "random model, and run the notebook again")  # fmt: skip
+        return (
+            f"in the settings cell (the first code cell) set MODEL to {checkpoint}, or QUICK = True for a tiny "
+            "random model, and run the notebook again"
+        )
     return f"run the lesson with --model FOLDER, {checkpoint}, or with --quick for a tiny random model"
 
 

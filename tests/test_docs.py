@@ -38,27 +38,42 @@ SHELL, PYTHON = ("bash", "sh", "shell", "console"), ("python", "py", "python3")
 # GPT-2's Hugging Face layout, {tmp} a private temporary folder. The copy's ../shared/pretrained-small-gpt2 (the
 # stand-in the docs use offline) is that tiny checkpoint too, and its ../shared/tiktoken_cache the real one.
 SHRINK = [
-    (r"GPTConfig\.from_name\((['\"])gpt2\1\)", r"GPTConfig.from_name(\1tiny\1)",
-     "GPT-2's shape (124M random weights) -> the tiny preset's (2 blocks, width 32)"),
+    (
+        r"GPTConfig\.from_name\((['\"])gpt2\1\)",
+        r"GPTConfig.from_name(\1tiny\1)",
+        "GPT-2's shape (124M random weights) -> the tiny preset's (2 blocks, width 32)",
+    ),
     (r"(['\"])gpt2\1", r"\1{tiny}\1", "GPT-2 itself (a 500 MB download) -> the tiny checkpoint"),
     (r"--base gpt2\b", "--base {tiny}", "GPT-2 itself, as the export's base -> the tiny checkpoint"),
     (r"--steps \d+", "--steps 2", "a budget of steps given on the command line -> 2 steps"),
-    (r"\btrain\.py\b", "train.py --init-from {tiny} --steps 2",
-     "train.py's default model and budget (GPT-2, 150 steps) -> the tiny checkpoint, 2 steps; an --init-from or "
-     "--steps written in the command comes later and wins"),
+    (
+        r"\btrain\.py\b",
+        "train.py --init-from {tiny} --steps 2",
+        "train.py's default model and budget (GPT-2, 150 steps) -> the tiny checkpoint, 2 steps; an --init-from or "
+        "--steps written in the command comes later and wins",
+    ),
     (r"(lessons/\d\d_\w+\.py)", r"\1 --quick", "a lesson on GPT-2 (seconds to 13 minutes) -> its --quick mode"),
-    (r"-m loraxs_mini\.bench\b", "-m loraxs_mini.bench --shape tiny --steps 1 --warmup 1 --no-xl --no-memory "
-     "--workload finetune", "the benchmark on GPT-2's shape (minutes; its peak-memory runs start a process for "
-     "each configuration) -> its own flags for the tiny shape, one step; tests/test_bench.py runs the rest"),
+    (
+        r"-m loraxs_mini\.bench\b",
+        "-m loraxs_mini.bench --shape tiny --steps 1 --warmup 1 --no-xl --no-memory --workload finetune",
+        "the benchmark on GPT-2's shape (minutes; its peak-memory runs start a process for "
+        "each configuration) -> its own flags for the tiny shape, one step; tests/test_bench.py runs the rest",
+    ),
     (r"/tmp/", "{tmp}/", "/tmp -> a private temporary folder, so runs never meet"),
-    (r"\$\{rates//,/ \}", "${rates%%,*}",
-     "a grid of hundreds of runs (docs/defaults.md): a grid line's list of rates cut to its first rate"),
-    (r"(for (?:lr|r|run) in )(\"[^\"]*\"|\S+)(?: (?:\"[^\"]*\"|\S+))*?(?=; do)", r"\1\2",
-     "the same: each loop over rates, ranks or runs cut to its first value"),
+    (
+        r"\$\{rates//,/ \}",
+        "${rates%%,*}",
+        "a grid of hundreds of runs (docs/defaults.md): a grid line's list of rates cut to its first rate",
+    ),
+    (
+        r"(for (?:lr|r|run) in )(\"[^\"]*\"|\S+)(?: (?:\"[^\"]*\"|\S+))*?(?=; do)",
+        r"\1\2",
+        "the same: each loop over rates, ranks or runs cut to its first value",
+    ),
     (r"(<<'GRID'\n[^\n]*\n)(?:[^\n]*\n)*?(?=GRID\n)", r"\1", "the same: a grid's lines cut to its first"),
     (r"(for seed in \d+ \d+)(?: \d+)+(?=; do)", r"\1", "a loop over seeds cut to two, the fewest a spread needs"),
     (r"--seeds [3-9]\b", "--seeds 2", "the same: --seeds 3 -> 2"),
-]  # fmt: skip
+]
 SHRINK_DATA = 24  # each task's validation and test splits cut to their first 24 examples: fewer examples scored
 
 NOT_RUN = [  # a line that starts with this is left out of its block: (start, why)
@@ -172,14 +187,21 @@ def test_the_block_reader_and_the_shrinking_on_examples(tmp_path):
         "Text.\n\n```bash\npython train.py --method all --steps 450\n```\n\n```\na tree, not code\n```\n\n"
         "- a list item\n\n    its continuation\n\nAnd:\n\n    import torch\n    print(torch.ones(2))\n"
     )
-    assert blocks(page) == [(3, "shell", "python train.py --method all --steps 450"),
-                            (17, "python", "import torch\nprint(torch.ones(2))")]  # fmt: skip
+    assert blocks(page) == [
+        (3, "shell", "python train.py --method all --steps 450"),
+        (17, "python", "import torch\nprint(torch.ones(2))"),
+    ]
     shell = runnable("python train.py --method all --steps 450\npip install -e .", "shell")
     assert shell == "python train.py --init-from {tiny} --steps 2 --method all --steps 2"
     assert runnable("for lr in 1e-3 3e-3; do", "shell") == "for lr in 1e-3; do"
     assert files_said("results in out/a-r8.json; wrote out/c.md, .json, .csv and .png, and out/d.png") == [
-        "out/a-r8.json", "out/c.md", "out/c.json", "out/c.csv", "out/c.png", "out/d.png"
-    ]  # fmt: skip
+        "out/a-r8.json",
+        "out/c.md",
+        "out/c.json",
+        "out/c.csv",
+        "out/c.png",
+        "out/d.png",
+    ]
 
 
 def run_page(page, tiny, sandbox):
@@ -202,8 +224,15 @@ def run_page(page, tiny, sandbox):
         if not text.strip():
             continue  # only set-up lines (NOT_RUN)
         command = ["bash", "-c", "set -eo pipefail\n" + text] if kind == "shell" else [sys.executable, "-"]
-        result = subprocess.run(command, input=text if kind == "python" else None, cwd=copy, env=env,
-                                capture_output=True, text=True, timeout=900)  # fmt: skip
+        result = subprocess.run(
+            command,
+            input=text if kind == "python" else None,
+            cwd=copy,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
         output = result.stdout + result.stderr
         if result.returncode != 0:
             return f"{where}: exit status {result.returncode}\n{text}\n---\n{output[-4000:]}"
@@ -251,9 +280,11 @@ def anchors(page):
 
 def test_every_link_and_pointer_leads_to_a_page_and_a_section_that_exist():
     broken = []
-    sources = [ROOT / page for page in PAGES] + [
-        path for folder in ("loraxs_mini", "lessons", "tests") for path in (ROOT / folder).rglob("*.py")
-    ] + [ROOT / "train.py"]  # fmt: skip
+    sources = (
+        [ROOT / page for page in PAGES]
+        + [path for folder in ("loraxs_mini", "lessons", "tests") for path in (ROOT / folder).rglob("*.py")]
+        + [ROOT / "train.py"]
+    )
     sources.remove(Path(__file__))  # its own examples
     for source in sources:
         text = source.read_text(encoding="utf-8")

@@ -31,8 +31,9 @@ def test_there_is_a_lesson_per_component():
 def test_lesson_runs_in_quick_mode_and_draws_its_figure(lesson, tmp_path):
     """From a folder outside the repository: a lesson finds data/ and out/ from its own place in the clone."""
     env = {**os.environ, "LORAXS_MINI_FIGURES": str(tmp_path)}
-    result = subprocess.run([sys.executable, str(lesson), "--quick"], cwd=tmp_path, capture_output=True, text=True,
-                            env=env)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, str(lesson), "--quick"], cwd=tmp_path, capture_output=True, text=True, env=env
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
     figure = FIGURES.get(lesson.name[:2])

@@ -18,6 +18,7 @@ from loraxs_mini import GPT, GPTConfig, LoraxsError
 from loraxs_mini.adapters import (
     METHODS,
     AdaptedLinear,
+    Method,
     AdapterConfig,
     Setting,
     adapted_layers,
@@ -129,8 +130,24 @@ def test_a_method_s_own_setting_is_a_train_py_flag_checked_stored_and_loaded(tmp
     register(HalfLoRALinear)  # nothing in config.py or cli.py names it or its setting
     try:
         out = tmp_path / "out"
-        train.main(["--init-from", "random:tiny", "--task", "plural", "--method", "halflora", "--frozen", "B",
-                    "--steps", "3", "--eval-every", "0", "--out", str(out)])  # fmt: skip
+        train.main(
+            [
+                "--init-from",
+                "random:tiny",
+                "--task",
+                "plural",
+                "--method",
+                "halflora",
+                "--frozen",
+                "B",
+                "--steps",
+                "3",
+                "--eval-every",
+                "0",
+                "--out",
+                str(out),
+            ]
+        )
         result = json.loads((out / "plural-halflora-r4.json").read_text())
         assert result["adapter_config"]["frozen"] == "B" and result["learning_rate"] == 1e-2
         torch.manual_seed(0)  # the run's model, random:tiny, drawn from seed 0
@@ -167,6 +184,8 @@ class AsksTooMuch(LoRAFALinear):
     "method, message",
     [
         ("lorafa", "a method is a class derived from AdaptedLinear"),
+        (type("OnlyAName", (Method,), {"name": "onlyaname"}), "a method that adds no adapter trains nothing"),
+        (type("NumberName", (LoRAFALinear,), {"name": 42}), "its name must be a lower-case word"),
         (Nameless, "its name must be a lower-case word that --method can take"),
         (type("All", (LoRAFALinear,), {"name": "all"}), "its name must be a lower-case word"),
         (type("Comma", (LoRAFALinear,), {"name": "fa,v2"}), "its name must be a lower-case word"),
@@ -218,8 +237,25 @@ PINNED_LOSSES = json.loads((FIXTURES / "pinned-losses.json").read_text())
 def test_fixed_seed_runs_give_the_losses_they_gave_before_the_refactor(task, tmp_path):
     for flags, names in PINNED_RUNS.items():
         out = tmp_path / str(len(list(tmp_path.iterdir())))
-        train.main(["--init-from", "random:tiny", "--task", task, "--method", *flags.split(), "--steps", "6",
-                    "--lr", "0.05", "--no-save", "--eval-every", "0", "--out", str(out)])  # fmt: skip
+        train.main(
+            [
+                "--init-from",
+                "random:tiny",
+                "--task",
+                task,
+                "--method",
+                *flags.split(),
+                "--steps",
+                "6",
+                "--lr",
+                "0.05",
+                "--no-save",
+                "--eval-every",
+                "0",
+                "--out",
+                str(out),
+            ]
+        )
         for name in names:
             file = name.removesuffix("-qkv-apart").removesuffix("-u4-tied")
             measured = json.loads((out / f"{task}-{file}.json").read_text())["losses"]

@@ -34,8 +34,11 @@ def execute(notebook, folder, settings=("QUICK = False", "QUICK = True")):
     try:
         client.execute(env=env, stderr=subprocess.DEVNULL)  # the kernel's own log: a warning about TCP
     except CellExecutionError:
-        number, cell = next((number, cell) for number, cell in enumerate(cells.cells, 1)
-                            if any(output.output_type == "error" for output in cell.get("outputs", [])))  # fmt: skip
+        number, cell = next(
+            (number, cell)
+            for number, cell in enumerate(cells.cells, 1)
+            if any(output.output_type == "error" for output in cell.get("outputs", []))
+        )
         error = next(output for output in cell.outputs if output.output_type == "error")
         traceback = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(error.traceback))  # without the terminal's colours
         return f"cell {number}:\n{cell.source}\n---\n{traceback[-3000:]}", cells
@@ -48,8 +51,9 @@ def notebook_runs(request):
     require("nbclient", "ipykernel", tokenizer=True)  # four lessons read text
     chosen = [item.callspec.params for item in request.session.items if item.originalname == "test_the_notebook_runs"]
     pool = ThreadPoolExecutor(max_workers=2)
-    runs = {(run["notebook"], run["where"]): pool.submit(execute, run["notebook"], FOLDERS[run["where"]])
-            for run in chosen}  # fmt: skip
+    runs = {
+        (run["notebook"], run["where"]): pool.submit(execute, run["notebook"], FOLDERS[run["where"]]) for run in chosen
+    }
     yield runs
     pool.shutdown(cancel_futures=True)
 

@@ -66,6 +66,7 @@ def test_the_default_subspace_is_the_paper_s_top_one_and_old_files_load_as_top(t
     tensors, metadata = load_file(path)[0], read_header(path)[1]
     recipe = json.loads(metadata["adapter_config"])
     del recipe["subspace"]
+    metadata.pop("config_checksum")  # nor a checksum of its settings, which came later still
     save_file(tensors, path, {**metadata, "adapter_config": json.dumps(recipe)})
     assert load_adapters(copy.deepcopy(model), path).adapter_config.subspace == "top"
 

@@ -215,11 +215,24 @@ def test_a_method_has_one_colour_in_every_figure_and_equal_counts_stand_apart(mo
     def row(method, rank, count):
         losses = {"mean": [2.0, 1.5, 1.0], "low": [2.0, 1.4, 0.9], "high": [2.1, 1.6, 1.1]}
         curve = [{"step": step, "validation": {"mean": 0.5, "std": 0.1}} for step in (0, 3)]
-        return {"method": method, "rank": rank, "label": f"{method} r={rank}", "trainable_parameters": count,
-                "test": {"mean": 0.7, "std": 0.05}, "losses": losses, "curve": curve}  # fmt: skip
+        return {
+            "method": method,
+            "rank": rank,
+            "label": f"{method} r={rank}",
+            "trainable_parameters": count,
+            "test": {"mean": 0.7, "std": 0.05},
+            "losses": losses,
+            "curve": curve,
+        }
 
-    rows = [row("lora", 1, 4096), row("lora", 2, 8192), row("loraxs", 8, 512), row("tinylora", 8, 512),
-            row("lorasb", 8, 512), row("full", None, 10**6)]  # fmt: skip
+    rows = [
+        row("lora", 1, 4096),
+        row("lora", 2, 8192),
+        row("loraxs", 8, 512),
+        row("tinylora", 8, 512),
+        row("lorasb", 8, 512),
+        row("full", None, 10**6),
+    ]
     compare.plot(rows, tmp_path / "accuracy.png", "title")
     compare.plot_curves(rows, tmp_path / "curves.png", "title")
     accuracy, curves = figures

@@ -25,6 +25,7 @@ The contract. A method is one class in one file; register() (registry.py) checks
     check_settings, check_layers            accept all                       AdapterConfig, add_adapters
     adapt(layers, config, build)            one cls(base, ...) per layer     add_adapters
     lora_factors()                          from the SVD of delta_weight()   the export to PEFT
+    check_frozen(frozen)                    accept all                       loading a file that stores them
     peft_format(layers, config)             None: exported as a LoRA         the export to PEFT
     run_label, learning_rates_for           name; learning_rates             run names; a setting's own rates
     needs_first_step, stores_frozen         False                            add_adapters; adapter files
@@ -175,6 +176,14 @@ class AdaptedLinear(Method, nn.Module):
             A, B = torch.zeros(self.rank, self.in_features), torch.zeros(self.out_features, self.rank)
             A[:kept], B[:, :kept] = Vh[:kept], U[:, :kept] * S[:kept]
             return A.to(self.base.weight.device), B.to(self.base.weight.device)
+
+    @classmethod
+    def check_frozen(cls, frozen):
+        """
+        What one layer's frozen tensors (name -> tensor, as a file stores them) must satisfy, beyond their checksums:
+        a problem in words, or None. Loading refuses a file whose frozen tensors break it.
+        """
+        return None
 
     @classmethod
     def peft_format(cls, layers, config):

@@ -15,6 +15,7 @@ And every metadata field's type, the whole AdapterConfig, each tensor's name, sh
 hand-edited or broken file is refused in one line, and a refused load leaves the model exactly as it was.
 """
 
+import hashlib
 import math
 
 import torch
@@ -23,6 +24,7 @@ from ..errors import LoraxsError
 from ..safetensors_file import parse_json, read_header
 from .config import AdapterConfig
 from .inject import adapter_parameters
+from .svd import NARROW_GAP
 
 SHAPE_KEYS = ("vocab_size", "block_size", "n_layer", "n_head", "n_embd")
 METADATA_KEYS = ("adapter_config", "base_model", "base_shape", "base_fingerprint", "frozen_stored")
@@ -84,6 +86,11 @@ def checksum(tensor):
     return [float(f"{total:.6g}") for total in (weights @ tensor.detach().double().cpu().flatten()).tolist()]
 
 
+def text_checksum(text):
+    """The first 16 hex digits of the text's SHA-256: enough to tell an edited setting from the one saved."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
 def read_adapter_config(path):
     """(config, metadata) of an adapter file, from its header alone; refuses files that are not adapter files."""
     _, metadata, _ = read_header(path)
@@ -109,6 +116,11 @@ def read_adapter_config(path):
         config = AdapterConfig(**recipe)
     except (TypeError, LoraxsError) as error:
         raise LoraxsError(f"{path}: its adapter_config is not valid ({error})") from None
+    if "config_checksum" in saved and saved["config_checksum"] != text_checksum(metadata["adapter_config"]):
+        raise LoraxsError(
+            f"{path}: its adapter_config was edited after the file was saved (its checksum no longer matches); the "
+            "trained tensors belong to the settings they were trained with. Load the file as it was saved"
+        )  # files written before the checksum existed have none: nothing to compare
     return config, saved
 
 
@@ -129,6 +141,7 @@ def well_formed(saved):
         and len(fingerprint) == 3
         and all(number(x) for x in fingerprint)
         and type(saved["frozen_stored"]) is bool
+        and isinstance(saved.get("config_checksum", ""), str)
         and isinstance(checksums, list)
         and all(isinstance(pair, list) and len(pair) == 2 and all(number(x) for x in pair) for pair in checksums)
     )
@@ -150,8 +163,10 @@ def check_base(model, config, saved, path):
                 "shape but different values); load it into the base model it was trained on"
             )
     if config.method_class.stores_frozen and not saved["frozen_stored"]:
-        raise LoraxsError(f"{path} lacks the frozen tensors of its {config.method_class.display_name} adapter, which "
-                          "cannot be rebuilt from the base model; was it edited?")  # fmt: skip
+        raise LoraxsError(
+            f"{path} lacks the frozen tensors of its {config.method_class.display_name} adapter, which "
+            "cannot be rebuilt from the base model; was it edited?"
+        )
     current = getattr(model, "adapter_config", None)
     if current is not None:
         ours, theirs = current.to_dict(), config.to_dict()
@@ -163,12 +178,17 @@ def check_base(model, config, saved, path):
                 )
 
 
-def check_tensors(tensors, expected, frozen, saved, path, method):
-    """Every tensor the adapter needs, of its shape, floating-point and finite; the rebuilt frozen ones as trained."""
+def check_tensors(model, tensors, expected, frozen, saved, path):
+    """
+    Every tensor the adapter needs, of its shape, floating-point and finite; every frozen tensor as it was saved:
+    stored ones to the checksum's precision and as their method requires (check_frozen), rebuilt ones within
+    rounding of the checksum.
+    """
+    method = model.adapter_config.method_class
     if tensors.keys() != expected.keys():
         missing, extra = sorted(expected.keys() - tensors.keys()), sorted(tensors.keys() - expected.keys())
         raise LoraxsError(
-            f"{path} does not hold the tensors this {method} adapter needs (missing: {missing[:3]}, unexpected: "
+            f"{path} does not hold the tensors this {method.name} adapter needs (missing: {missing[:3]}, unexpected: "
             f"{extra[:3]}); was it edited?"
         )
     for name, target in expected.items():
@@ -179,17 +199,45 @@ def check_tensors(tensors, expected, frozen, saved, path, method):
             raise LoraxsError(f"{path}: tensor {name} holds {tensor.dtype}, not floating-point numbers; was it edited?")
         if not torch.isfinite(tensor).all():
             raise LoraxsError(f"{path}: tensor {name} holds NaN or infinite values; it cannot be a trained adapter")
-    if saved["frozen_stored"]:
-        return
     checksums = saved.get("frozen_checksums")  # one pair per frozen tensor, in the model's order
+    stored = saved["frozen_stored"]
+    if checksums is None and stored:
+        checksums = [None] * len(frozen)  # files written before stored tensors had checksums: none to compare
     if not isinstance(checksums, list) or len(checksums) != len(frozen):
         raise LoraxsError(f"{path} has no checksum for each frozen tensor; was it edited?")
-    for (name, tensor), stored in zip(frozen.items(), checksums):
-        scale = 1e-2 * tensor.detach().double().norm().item()  # rounding passes; another subspace does not
-        if any(abs(a - b) > scale for a, b in zip(stored, checksum(tensor))):
-            raise LoraxsError(
-                f"{path}: the frozen tensor {name} rebuilt here differs from the one the adapter was trained with "
-                "(an SVD whose σ_r and σ_r+1 are nearly equal, or another torch version's random numbers). Save "
-                "the adapter with its frozen tensors, save_adapters(..., frozen=True) or train.py --save-frozen, "
-                "to load it on any machine"
+    layers = {name: module for name, module in model.named_modules()}
+    for (name, tensor), saved_sums in zip(frozen.items(), checksums):
+        if stored:  # the file's own tensor: exactly what was saved, to the checksum's 6 digits
+            tensor, tolerance = tensors[name], 1e-5
+        else:  # rebuilt here: the same up to rounding, not another subspace or another random draw
+            tolerance = 1e-2
+        scale = tolerance * tensor.detach().double().norm().item()
+        if saved_sums is not None and any(abs(a - b) > scale for a, b in zip(saved_sums, checksum(tensor))):
+            if stored:
+                raise LoraxsError(
+                    f"{path}: the frozen tensor {name} is not the one the file was saved with (its "
+                    "checksum no longer matches): the file was edited or damaged"
+                )
+            layer = layers.get(name.rpartition(".")[0])
+            cause = (
+                "this layer's r-th and (r+1)-th singular values are nearly equal, so rounding picks the direction"
+                if getattr(layer, "gap", math.inf) < NARROW_GAP
+                else "this machine's SVD or random numbers differ from the ones it was saved with (another torch?)"
             )
+            raise LoraxsError(
+                f"{path}: the frozen tensor {name} rebuilt here differs from the one the adapter was trained with: "
+                f"{cause}. Save the adapter with its frozen tensors, save_adapters(..., frozen=True) or train.py "
+                "--save-frozen, to load it on any machine"
+            )
+    if stored:
+        by_layer = {}
+        for name in frozen:
+            owner, _, short = name.rpartition(".")
+            by_layer.setdefault(owner, {})[short] = tensors[name]
+        for owner, own in by_layer.items():
+            problem = method.check_frozen(own)
+            if problem:
+                raise LoraxsError(
+                    f"{path}: the frozen tensors of {owner} are not what {method.display_name} makes: "
+                    f"{problem}; was the file edited?"
+                )

@@ -26,6 +26,7 @@ import torch.nn as nn
 from tqdm import tqdm
 
 from ..errors import LoraxsError, is_number
+from ..model import IGNORE_INDEX
 from .base import AdaptedLinear, Build, FirstStep
 from .config import EVERY_LINEAR, AdapterConfig
 from .qkv import PARTS, SplitQKV
@@ -75,7 +76,7 @@ def find_targets(model, patterns=EVERY_LINEAR):
     return {name: layer for name, layer in layers.items() if name in chosen}
 
 
-def add_adapters(model, config, *, progress=False, svd_cache=None, first_step=None, from_file=False, **settings):
+def add_adapters(model, config, *, progress=False, svd_cache=None, first_step=None, **settings):
     """
     Wrap the target layers of `model` with an adapter and freeze the rest.
     `config` is an AdapterConfig, or a method name with its settings as
@@ -88,39 +89,60 @@ def add_adapters(model, config, *, progress=False, svd_cache=None, first_step=No
     SVDCache, lets LoRA-XS runs on copies of one model share those SVDs.
     `first_step`, (inputs, targets, learning_rate): full fine-tuning's first
     batch and the rate of its first step, which LoRA-SB is built from; a
-    method not built from it neither reads nor checks it. `from_file`: the
-    frozen tensors will be copied in from an adapter file (load_adapters),
-    so LoRA-SB needs no first step.
+    method not built from it neither reads nor checks it. Everything is
+    checked before the model changes, and a build that fails half-way (a
+    first step that moves nothing) puts every module back: the model is
+    then exactly as it was.
     """
     if isinstance(config, str):
         config = AdapterConfig(config, **settings)
     elif settings:
         raise LoraxsError("give the settings in the AdapterConfig or as keywords after a method name, not both")
-    layers = check_adapters(model, config)  # everything is checked before anything changes
+    check_adapters(model, config)  # everything is checked before anything changes
     method = config.method_class
     if not method.needs_first_step:
         first_step = None  # never read, so never checked: `none` has no rate at all
-    elif first_step is None and not from_file:
+    elif first_step is None:
         raise LoraxsError(
             f"{method.display_name} is built from the first step of full fine-tuning: give add_adapters(..., "
             "first_step=(inputs, targets, learning_rate)), a training batch and the rate of the first step, or "
             "load a saved adapter file with load_adapters"
         )
-    if first_step is not None:
-        check_first_step(first_step)
-        inputs, targets, learning_rate = first_step
-        first_step = FirstStep(lambda: model(inputs, targets)[1], learning_rate)  # the batch's mean loss
+    else:
+        first_step = checked_first_step(first_step, model)
+    return place_adapters(model, config, Build(svd_cache, first_step), progress)
 
-    model.requires_grad_(method.trains_base)  # adapters bring their own trainable tensors; all else is frozen
-    model.adapter_config = config
-    modules = dict(model.named_modules())
-    for fused_name in {name.rpartition(".")[0] for name in layers if name not in modules}:  # c_attn taken by thirds
-        replace_module(model, fused_name, SplitQKV(modules[fused_name]))
-    layers = {name: model.get_submodule(name) for name in layers}  # q, k, v: now the split layers themselves
-    adapters = method.adapt(layers, config, Build(svd_cache, first_step))  # built one by one, as the bar moves
-    bar = tqdm(adapters, f"adding {config.method}", len(layers), disable=not progress, leave=False, dynamic_ncols=True)
-    for name, adapter in bar:
-        replace_module(model, name, adapter)
+
+def place_adapters(model, config, build, progress=False):
+    """
+    Put `config`'s adapters into `model` (checked already): add_adapters, and load_adapters, which then copies the
+    frozen tensors in from its file. If building fails, every module goes back and the model is as it was.
+    """
+    method, layers = config.method_class, check_adapters(model, config)
+    requires_grad = {name: parameter.requires_grad for name, parameter in model.named_parameters()}
+    replaced = []  # (name, the module that was there), to put back on failure
+    try:
+        model.requires_grad_(method.trains_base)  # adapters bring their own trainable tensors; all else is frozen
+        model.adapter_config = config
+        modules = dict(model.named_modules())
+        for fused in {name.rpartition(".")[0] for name in layers if name not in modules}:  # c_attn taken by thirds
+            replaced.append((fused, modules[fused]))
+            replace_module(model, fused, SplitQKV(modules[fused]))
+        layers = {name: model.get_submodule(name) for name in layers}  # q, k, v: now the split layers themselves
+        adapters = method.adapt(layers, config, build)  # built one by one, as the bar moves
+        bar = tqdm(
+            adapters, f"adding {config.method}", len(layers), disable=not progress, leave=False, dynamic_ncols=True
+        )
+        for name, adapter in bar:
+            replaced.append((name, layers[name]))
+            replace_module(model, name, adapter)
+    except BaseException:
+        for name, module in reversed(replaced):
+            replace_module(model, name, module)
+        model.__dict__.pop("adapter_config", None)
+        for name, parameter in model.named_parameters():
+            parameter.requires_grad_(requires_grad[name])
+        raise
     return model
 
 
@@ -138,16 +160,54 @@ def check_adapters(model, config):
     return layers
 
 
-def check_first_step(first_step):
-    """(inputs, targets, learning_rate): two tensors of token ids of one shape, and a positive rate."""
-    if not (isinstance(first_step, tuple) and len(first_step) == 3):
-        raise LoraxsError("first_step must be (inputs, targets, learning_rate): a batch from make_batch and a rate")
+def checked_first_step(first_step, model):
+    """
+    (inputs, targets, learning_rate), as make_batch gives a batch, checked whole before anything changes: token ids
+    of this model's vocabulary, a length within its context, at least one graded token, a positive rate. Returns
+    the FirstStep a method reads: the loss of that batch, and the rate.
+    """
+    if not (isinstance(first_step, (tuple, list)) and len(first_step) == 3):
+        raise LoraxsError(
+            f"first_step must be a tuple (inputs, targets, learning_rate), a batch from make_batch and "
+            f"the rate of the first step; got {type(first_step).__name__}"
+        )
     inputs, targets, learning_rate = first_step
-    if not (isinstance(inputs, torch.Tensor) and isinstance(targets, torch.Tensor) and inputs.shape == targets.shape):
-        raise LoraxsError("first_step's inputs and targets must be tensors of one shape (batch x tokens), as "
-                          "make_batch returns them")  # fmt: skip
+    config, device = model.config, model.transformer.wte.weight.device
+    if not all(isinstance(t, torch.Tensor) and t.dim() == 2 and t.dtype == torch.long for t in (inputs, targets)):
+        raise LoraxsError(
+            "first_step's inputs and targets must be tensors of token ids (torch.long), batch x tokens, "
+            "as make_batch returns them"
+        )
+    if inputs.shape != targets.shape or inputs.numel() == 0:
+        raise LoraxsError(
+            f"first_step's inputs and targets must have one shape and hold tokens; got "
+            f"{tuple(inputs.shape)} and {tuple(targets.shape)}"
+        )
+    if inputs.shape[1] > config.block_size:
+        raise LoraxsError(
+            f"first_step's batch is {inputs.shape[1]} tokens long, more than the model's context of {config.block_size}"
+        )
+    graded = targets != IGNORE_INDEX
+    if (
+        inputs.min() < 0
+        or inputs.max() >= config.vocab_size
+        or (graded & ((targets < 0) | (targets >= config.vocab_size))).any()
+    ):
+        raise LoraxsError(
+            f"first_step holds token ids outside this model's vocabulary of {config.vocab_size:,}; "
+            "was the batch made with another tokenizer?"
+        )
+    if not graded.any():
+        raise LoraxsError(
+            "first_step's targets grade no token (all are IGNORE_INDEX): its loss would be NaN and its "
+            "update zero; give a batch from make_batch, whose completions are graded"
+        )
     if not (is_number(learning_rate) and math.isfinite(learning_rate) and learning_rate > 0):
-        raise LoraxsError(f"first_step's learning rate must be a positive number, got {learning_rate!r}")
+        got = f"a {type(learning_rate).__name__}" if not is_number(learning_rate) else repr(learning_rate)
+        raise LoraxsError(f"first_step's learning rate must be a positive number such as 1e-3, got {got}")
+    if inputs.device != device or targets.device != device:
+        raise LoraxsError(f"first_step's batch is on {inputs.device}, the model on {device}; move one to the other")
+    return FirstStep(lambda: model(inputs, targets)[1], float(learning_rate))  # the batch's mean graded loss
 
 
 def replace_module(model, name, module):

@@ -24,6 +24,7 @@ version departs from the paper's code, and why: docs/methods.md.
 import torch
 import torch.nn.functional as F
 
+from ..errors import LoraxsError
 from .base import AdaptedLinear, new_parameter
 from .svd import check_svd_rank, check_svd_ranks, truncated_svd
 
@@ -66,6 +67,15 @@ class LoRASBLinear(AdaptedLinear):
         check_svd_ranks(layers, config.rank, cls.display_name)
 
     @classmethod
+    def check_frozen(cls, frozen):
+        """B and A orthonormal (BᵀB = I, A Aᵀ = I, within 1e-5 in float32): what makes alpha unnecessary."""
+        for name, gram in (("B", frozen["B"].T @ frozen["B"]), ("A", frozen["A"] @ frozen["A"].T)):
+            error = (gram.float() - torch.eye(len(gram))).abs().max().item()
+            if not error <= 1e-5:
+                return f"its {name} is not orthonormal (off by {error:.1e}), as LoRA-SB's B and A always are"
+        return None
+
+    @classmethod
     def adapt(cls, layers, config, build):
         """One backward pass gives every layer's first update; no first step: zeros, for a file's B and A."""
         updates = first_update(layers, build.first_step) if build.first_step is not None else {}
@@ -84,8 +94,18 @@ def first_update(layers, first_step):
         weight.requires_grad_(True)
     try:
         with torch.enable_grad():
-            gradients = torch.autograd.grad(first_step.loss(), weights)  # only these W, not the whole model
+            loss = first_step.loss()
+            if not torch.isfinite(loss):
+                raise LoraxsError(f"the first step's loss is {loss.item()}: LoRA-SB cannot start from it")
+            gradients = torch.autograd.grad(loss, weights)  # only these W, not the whole model
     finally:
         for weight, was_frozen in zip(weights, frozen):
             weight.requires_grad_(not was_frozen)
+    still = [name for name, gradient in zip(layers, gradients) if not gradient.any()]
+    if still:  # sign(0) = 0: no update, no subspace to take, and R would start at 0
+        raise LoraxsError(
+            f"full fine-tuning's first step does not move {still[0]} ({len(still)} of {len(layers)} "
+            "target layers): its gradient on this batch is zero, so LoRA-SB has no subspace to take "
+            "there. Give a training batch that reaches every target layer"
+        )
     return {name: -first_step.learning_rate * gradient.sign() for name, gradient in zip(layers, gradients)}

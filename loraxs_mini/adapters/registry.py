@@ -55,8 +55,10 @@ def what_is_missing(method):
         return f"the name {name!r} is taken by {METHODS[name].__name__}; give it a name of its own"
     if not all(isinstance(setting, Setting) for setting in method.settings.values()):
         return "each of its settings must be a Setting(default, help, choices=None) (base.py)"
-    if not issubclass(method, AdaptedLinear):
-        return None  # none and full: nothing to build
+    if not issubclass(method, AdaptedLinear):  # none and full: nothing to build, so nothing new to train
+        if method.trains and not method.trains_base:
+            return "a method that adds no adapter trains nothing (trains = False) or the model itself (trains_base)"
+        return None
     if not (is_whole(method.default_rank) and method.default_rank > 0):
         return f"its default_rank must be a positive whole number, got {method.default_rank!r}"
     for member in ("__init__", "update", "delta_weight"):
@@ -64,11 +66,18 @@ def what_is_missing(method):
             return f"it does not define {member} (base.py's table: what a method must say)"
     if method.adapt.__func__ is Method.adapt.__func__:  # the default adapt fills __init__'s parameters by name
         parameters = inspect.signature(method.__init__).parameters
-        unknown = [name for name in init_parameters(method) if name not in OFFERED and name not in method.settings
-                   and parameters[name].default is inspect.Parameter.empty]  # fmt: skip
+        unknown = [
+            name
+            for name in init_parameters(method)
+            if name not in OFFERED
+            and name not in method.settings
+            and parameters[name].default is inspect.Parameter.empty
+        ]
         if unknown:
-            return (f"its __init__ asks for {', '.join(unknown)}, which adding adapters cannot give (it gives "
-                    f"{', '.join(OFFERED)} and the method's settings): give a default, or write adapt")  # fmt: skip
+            return (
+                f"its __init__ asks for {', '.join(unknown)}, which adding adapters cannot give (it gives "
+                f"{', '.join(OFFERED)} and the method's settings): give a default, or write adapt"
+            )
     return None
 
 

@@ -3,7 +3,8 @@ Saving what was trained, and loading it back into the right model.
 
 An adapter file is a safetensors file holding the trained tensors (LoRA's A and B, VeRA's d and b, LoRA-XS's R;
 every weight for "full") and, as JSON metadata, the AdapterConfig, the base model's name and shape, and what
-loading checks (checks.py): a fingerprint of the base weights and a checksum of each frozen tensor.
+loading checks (checks.py): a fingerprint of the base weights, a checksum of each frozen tensor and one of the
+settings.
 
 The frozen tensors are not stored but rebuilt when the file is loaded: LoRA-XS's B and A from the SVD of the base
 weights, VeRA's pair from its seed. That keeps files tiny (19 KB for LoRA-XS on GPT-2). `save_adapters(...,
@@ -19,8 +20,17 @@ import torch
 
 from ..errors import LoraxsError
 from ..safetensors_file import load_file, save_file
-from .checks import SHAPE_KEYS, base_fingerprint, check_base, check_tensors, checksum, read_adapter_config
-from .inject import adapted_layers, add_adapters, remove_adapters
+from .base import Build
+from .checks import (
+    SHAPE_KEYS,
+    base_fingerprint,
+    check_base,
+    check_tensors,
+    checksum,
+    read_adapter_config,
+    text_checksum,
+)
+from .inject import adapted_layers, place_adapters, remove_adapters
 
 
 def save_adapters(model, path, frozen=False):
@@ -34,17 +44,18 @@ def save_adapters(model, path, frozen=False):
         raise LoraxsError("this model has no adapters to save; add them with add_adapters(model, method)")
     tensors = trained_tensors(model)
     frozen = frozen or config.method_class.stores_frozen  # LoRA-SB's B and A come from data: always stored
+    settings = json.dumps(config.to_dict())
     metadata = {
-        "adapter_config": json.dumps(config.to_dict()),
+        "adapter_config": settings,
+        "config_checksum": json.dumps(text_checksum(settings)),  # an edited setting is named as such on loading
         "base_model": json.dumps(model.config.name),
         "base_shape": json.dumps({key: getattr(model.config, key) for key in SHAPE_KEYS}),
         "base_fingerprint": json.dumps(base_fingerprint(model)),
         "frozen_stored": json.dumps(frozen),
     }
+    metadata["frozen_checksums"] = json.dumps([checksum(tensor) for tensor in frozen_tensors(model).values()])
     if frozen:
         tensors |= frozen_tensors(model)
-    else:
-        metadata["frozen_checksums"] = json.dumps([checksum(tensor) for tensor in frozen_tensors(model).values()])
     save_file(tensors, path, metadata)
     return Path(path).stat().st_size
 
@@ -64,12 +75,12 @@ def load_adapters(model, path):
     if fresh:
         with warnings.catch_warnings():  # a narrow SVD gap: the checksums decide whether the rebuild is right
             warnings.simplefilter("ignore")
-            add_adapters(model, config, from_file=True)
+            place_adapters(model, config, Build())  # no first step: LoRA-SB's B and A come from the file
     try:
         frozen = frozen_tensors(model)
         expected = trained_tensors(model) | (frozen if saved["frozen_stored"] else {})
         tensors = load_file(path)[0]
-        check_tensors(tensors, expected, frozen, saved, path, config.method)
+        check_tensors(model, tensors, expected, frozen, saved, path)
     except LoraxsError:
         if fresh:  # undo: the model goes back to exactly what it was
             remove_adapters(model)
