@@ -18,8 +18,8 @@ from loraxs_mini import GPT, GPTConfig, LoraxsError
 from loraxs_mini.adapters import (
     METHODS,
     AdaptedLinear,
-    Method,
     AdapterConfig,
+    Method,
     Setting,
     adapted_layers,
     adapter_methods,
