@@ -29,7 +29,8 @@ import itertools
 import json
 import statistics
 
-from .adapters import METHODS, adapter_methods
+from .adapters import METHODS
+from .errors import LoraxsError, is_number
 from .files import atomic_write
 from .measure import human_bytes, human_seconds
 from .recipe import DEFAULT_BATCH_SIZE, DEFAULT_STEPS
@@ -45,32 +46,105 @@ def spread(values):
 
 
 def aggregate(results):
-    """One row per (method, rank), in the order of METHODS and then rank, with every seed's results in it."""
+    """
+    One row per configuration, every seed's results in it: runs are one configuration when they differ in their
+    seed alone (task, model, method, every setting of its AdapterConfig, steps, batch and rate all equal). Rows come
+    in the registry's order of methods (methods it does not know, from older runs, after them), then by rank.
+    """
+    check_runs(results)
     groups = {}
     for result in results:
-        groups.setdefault((result["method"], result["rank"]), []).append(result)
+        groups.setdefault(configuration(result), []).append(result)
+    labels = settings_labels([runs[0] for runs in groups.values()])
+    order = [*METHODS, *sorted({result["method"] for result in results} - METHODS.keys())]
+
+    def place(item):
+        key, runs = item
+        return order.index(runs[0]["method"]), runs[0]["rank"] or 0, labels[key]
+
     rows = []
-    order = list(METHODS)
-    for (method, rank), runs in sorted(groups.items(), key=lambda item: (order.index(item[0][0]), item[0][1] or 0)):
-        first = runs[0]
+    for key, runs in sorted(groups.items(), key=place):
+        first, settings = runs[0], labels[key]
+        label = (
+            first["method"] + (f" r={first['rank']}" if first["rank"] else "") + (f" {settings}" if settings else "")
+        )
+        seeds = [run["seed"] for run in runs]
+        if len(set(seeds)) < len(seeds):
+            twice = max(seeds, key=seeds.count)
+            raise LoraxsError(f"{label}: seed {twice} is given twice (the same run's results twice?); give each once")
         rows.append(
             {
-                "method": method,
-                "rank": rank,
-                "label": method + (f" r={rank}" if rank else ""),
+                "method": first["method"],
+                "rank": first["rank"],
+                "settings": settings,
+                "label": label,
                 "trainable_parameters": first["trainable_parameters"],
                 "trainable_share": first["trainable_share"],
                 "adapter_bytes": first["adapter_bytes"] or None,
-                "seeds": [run["seed"] for run in runs],
+                "seeds": seeds,
                 "zero_shot_test": first["zero_shot_accuracy"]["test"],
                 "test": spread([run["accuracy"]["test"] for run in runs]),
                 "validation": spread([run["accuracy"]["validation"] for run in runs]),
                 "training_seconds": statistics.mean(run["training_seconds"] for run in runs),
-                "curve": curve([run.get("evaluations", []) for run in runs]),
-                "losses": loss_band([run.get("losses", []) for run in runs]),
+                "curve": curve([run.get("evaluations") or [] for run in runs]),
+                "losses": loss_band([run.get("losses") or [] for run in runs]),
             }
         )
     return rows
+
+
+def check_runs(results):
+    """Runs of one task, each a record as train.py writes it (docs/results.md): else one line saying which is not."""
+    if not results:
+        raise LoraxsError("there are no runs to compare: give the results of at least one run")
+    tasks = sorted({result.get("task") for result in results if isinstance(result, dict)}, key=str)
+    if len(tasks) > 1:
+        raise LoraxsError(
+            f"the runs are of {len(tasks)} tasks ({', '.join(map(str, tasks))}); compare one task at a time"
+        )
+    for number, result in enumerate(results, 1):
+        if not isinstance(result, dict):
+            accuracies = [None]
+        else:  # what a comparison reads of a run's accuracies
+            accuracies = [result.get("accuracy", {}).get(split) for split in ("validation", "test")]
+            accuracies.append(result.get("zero_shot_accuracy", {}).get("test"))
+        if not all(is_number(value) and 0 <= value <= 1 for value in accuracies):
+            raise LoraxsError(
+                f"run {number} of the {len(results)} is not a run's record (docs/results.md): its accuracies are "
+                "not numbers from 0 to 1"
+            )
+
+
+def configuration(result):
+    """Everything that tells a run's configuration from another's: all it records of itself but the seed."""
+    settings = {name: value for name, value in (result.get("adapter_config") or {}).items() if name != "seed"}
+    fields = ("task", "method", "rank", "base_model", "steps", "batch_size", "learning_rate")
+    return json.dumps([*(result.get(field) for field in fields), settings], sort_keys=True)
+
+
+def settings_labels(firsts):
+    """
+    configuration -> the settings that tell it apart, in words ("subspace=bottom lr=0.03"): every setting whose value
+    differs between configurations of one method and rank, and every own setting of a method away from its default.
+    """
+
+    def values(run):
+        config = {name: value for name, value in (run.get("adapter_config") or {}).items()
+                  if name not in ("method", "rank", "seed")}  # fmt: skip
+        return {**config, "lr": run.get("learning_rate"), "steps": run.get("steps")}
+
+    labels = {}
+    for run in firsts:
+        same = [other for other in firsts if (other["method"], other["rank"]) == (run["method"], run["rank"])]
+        method = METHODS.get(run["method"])
+        words = []
+        for name, value in values(run).items():
+            varies = any(values(other).get(name) != value for other in same)
+            unusual = method is not None and name in method.settings and method.settings[name].default != value
+            if varies or unusual:
+                words.append(f"{name}={','.join(value) if isinstance(value, list) else value}")
+        labels[configuration(run)] = " ".join(words)
+    return labels
 
 
 def curve(evaluations):
@@ -94,12 +168,13 @@ def loss_band(losses):
 def still_improving(rows):
     """
     The methods (each at its best configuration) whose validation accuracy still rose over the last fifth of the
-    budget by more than the seed spread: mean(last) - mean(at 80%) > std(last) + std(at 80%). Needs 2+ seeds.
+    budget by more than the seed spread: mean(last) - mean(at 80%) > std(last) + std(at 80%). Needs 2+ seeds and 3+
+    points of the curve (step 0 and the end alone are no curve).
     """
     rising = []
     for row in best_rows(rows).values():
         points = row.get("curve", [])
-        if len(points) < 2 or points[-1]["validation"]["std"] is None:
+        if len(points) < 3 or points[-1]["validation"]["std"] is None:  # step 0 and the end alone are no curve
             continue
         last = points[-1]
         fifth = min(points[:-1], key=lambda point: abs(point["step"] - 0.8 * last["step"]))
@@ -121,8 +196,9 @@ def table(rows):
     ]
     for row in rows:
         size = human_bytes(row["adapter_bytes"]) if row["adapter_bytes"] else "-"
+        settings = f" ({row['settings']})" if row.get("settings") else ""
         lines.append(
-            f"| {row['method']} | {row['rank'] or '-'} | {row['trainable_parameters']:,} "
+            f"| {row['method']}{settings} | {row['rank'] or '-'} | {row['trainable_parameters']:,} "
             f"| {100 * row['trainable_share']:.4g}% | {size} | {row['zero_shot_test']:.3f} "
             f"| {mean_and_spread(row['test'])} | {mean_and_spread(row['validation'])} | {len(row['seeds'])} "
             f"| {human_seconds(row['training_seconds'])} |"
@@ -235,10 +311,13 @@ def save(figure, path):
 
 
 def method_style(method):
-    """One colour and one marker per method, the same in every figure: its place in the registry picks them."""
-    if METHODS[method].trains_base:  # full fine-tuning: one point, no rank
+    """
+    One colour and one marker per method, the same in every figure: its place in the registry picks them (a method
+    the registry does not know, from older runs, its name).
+    """
+    if method in METHODS and METHODS[method].trains_base:  # full fine-tuning: one point, no rank
         return {"color": "black", "marker": "*"}
-    index = list(METHODS).index(method)
+    index = list(METHODS).index(method) if method in METHODS else sum(map(ord, method))
     return {"color": f"C{index % 10}", "marker": "osD^vP<>"[index % 8]}
 
 
@@ -248,38 +327,45 @@ def plot(rows, path, title):
     if plt is None:
         return None
     figure, axes = plt.subplots(figsize=(7, 4.5))
-    by_count = sorted(rows, key=lambda row: row["trainable_parameters"])
-    lines = {method: [row for row in by_count if row["method"] == method] for method in adapter_methods()}
+    lines = {}  # (method, settings) -> its rows with a rank, fewest parameters first: one line through its ranks
+    for row in sorted(rows, key=lambda row: row["trainable_parameters"]):
+        if row["rank"]:
+            lines.setdefault((row["method"], row.get("settings", "")), []).append(row)
     # Methods with the same count (LoRA-XS, LoRA-SB and TinyLoRA with u = r² at one r) would hide one another: the
-    # k methods at one count are drawn side by side, 7% apart on the log axis, the count itself in their middle.
+    # k lines at one count are drawn side by side, 7% apart on the log axis, the count itself in their middle.
     sharing = {}
-    for method, points in lines.items():
+    for line, points in lines.items():
         for row in points:
-            sharing.setdefault(row["trainable_parameters"], []).append(method)
+            sharing.setdefault(row["trainable_parameters"], []).append(line)
 
-    def side_by_side(method, count):
-        methods = sharing[count]
-        return count * 1.07 ** (methods.index(method) - (len(methods) - 1) / 2)
+    def side_by_side(line, count):
+        lines_here = sharing[count]
+        return count * 1.07 ** (lines_here.index(line) - (len(lines_here) - 1) / 2)
 
-    for method, points in lines.items():  # a line per adapter, through its ranks
-        if not points:
-            continue
-        x = [side_by_side(method, row["trainable_parameters"]) for row in points]
+    variants = {}  # a method's lines of other settings: same colour, another line style
+    for (method, settings), points in lines.items():
+        x = [side_by_side((method, settings), row["trainable_parameters"]) for row in points]
         y = [row["test"]["mean"] for row in points]
         error = [row["test"]["std"] or 0.0 for row in points]
         # More rank, more parameters: the ranks in the legend read left to right along the line. (Labels beside the
         # points would collide where the three lines cross, near 10^4 to 10^5 parameters.)
         ranks = ", ".join(str(row["rank"]) for row in points)
-        axes.errorbar(x, y, yerr=error, capsize=3, label=f"{method}, r = {ranks}", **method_style(method))
+        others = variants.setdefault(method, [])
+        style = ("-", "--", ":", "-.")[len(others) % 4]
+        others.append(settings)
+        name = f"{method} {settings}".strip()
+        axes.errorbar(
+            x, y, yerr=error, capsize=3, linestyle=style, label=f"{name}, r = {ranks}", **method_style(method)
+        )
     for row in rows:
-        method = METHODS[row["method"]]
-        if method.trains_base:
+        name = METHODS[row["method"]].display_name if row["method"] in METHODS else row["label"]
+        if row["rank"] is None and row["trainable_parameters"]:  # full fine-tuning: one point, no rank
             point, error = (row["trainable_parameters"], row["test"]["mean"]), row["test"]["std"] or 0.0
-            axes.errorbar(*point, yerr=error, markersize=12, label=method.display_name, **method_style(row["method"]))
-        if not method.trains:
-            axes.axhline(row["test"]["mean"], color="gray", linestyle="--", label=method.display_name)
+            axes.errorbar(*point, yerr=error, markersize=12, label=name, **method_style(row["method"]))
+        if not row["trainable_parameters"]:  # zero-shot: a level to beat
+            axes.axhline(row["test"]["mean"], color="gray", linestyle="--", label=name)
     axes.set_xscale("log")
-    shared = any(len(methods) > 1 for methods in sharing.values())
+    shared = any(len(lines_here) > 1 for lines_here in sharing.values())
     axes.set_xlabel("trainable parameters (log scale)" + ("; equal counts drawn side by side" if shared else ""))
     axes.set_ylabel("test accuracy (mean ± std over seeds)")
     axes.set_title(title, fontsize=10)
@@ -354,9 +440,11 @@ def report(results, out, steps, batch_size, seconds):
 def write_comparison(results, base, title, extra=None, notes=(), curves=None):
     """
     Write base.md, .json, .csv (and .png with matplotlib, and the learning curves at `curves` if given); return
-    (table, summary lines, plot path or None).
+    (table, summary lines, plot path or None). `results`: run records as train.py writes them, of one task.
     """
     rows = aggregate(results)
+    shared = {row["settings"] for row in rows}
+    title += f"; {shared.pop()}" if len(shared) == 1 and "" not in shared else ""  # a setting every row has
     text, words = table(rows), summary(rows) + list(notes)
     with atomic_write(base.with_suffix(".md"), "w") as file:
         file.write(f"{title}\n\n{text}\n" + "".join(f"- {line}\n" for line in words))

@@ -12,7 +12,7 @@ import train
 from conftest import tiny_gpt
 from loraxs_mini import LoraxsError, evaluate
 from loraxs_mini.adapters import EVERY_LINEAR_SPLIT_QKV, METHODS, SVDCache, adapted_layers, add_adapters
-from loraxs_mini.compare import aggregate, budget_caveat, spread, summary
+from loraxs_mini.compare import aggregate, budget_caveat, spread, still_improving, summary, write_comparison
 from loraxs_mini.recipe import default_learning_rate
 
 
@@ -83,7 +83,8 @@ def test_scoring_during_training_changes_neither_the_weights_nor_the_data_order(
 
 def test_the_summary_says_which_methods_were_still_improving():
     def curved(method, at_80, last):
-        points = [{"step": 120, "validation": spread(at_80)}, {"step": 150, "validation": spread(last)}]
+        points = [{"step": 0, "validation": spread([0.5, 0.5])}, {"step": 120, "validation": spread(at_80)}]
+        points += [{"step": 150, "validation": spread(last)}]
         return {**row(method, [0.8, 0.82]), "curve": points}
 
     rising, flat = curved("loraxs", [0.60, 0.62], [0.75, 0.77]), curved("lora", [0.80, 0.82], [0.81, 0.83])
@@ -245,3 +246,64 @@ def test_a_method_has_one_colour_in_every_figure_and_equal_counts_stand_apart(mo
     at_512 = sorted(points[method].get_xdata()[0] for method in ("loraxs", "tinylora", "lorasb"))
     assert at_512[0] < at_512[1] < at_512[2] and at_512[0] > 0.8 * 512 and at_512[2] < 1.2 * 512  # apart, near 512
     assert points["lora"].get_xdata().tolist() == [4096, 8192]  # a count no other method has stays where it is
+
+
+def record(method, rank, seed, test=0.8, task="sentiment", evaluations=(), **settings):
+    """A run's record as train.py writes it (docs/results.md), with the fields a comparison reads."""
+    config = {"method": method, "rank": rank, "alpha": None, "targets": None, "dropout": 0.0, "seed": seed,
+              "svd": "gram", **settings}  # fmt: skip
+    return {
+        "task": task, "method": method, "rank": rank, "seed": seed, "adapter_config": config, "base_model": "tiny",
+        "steps": 3, "batch_size": 16, "learning_rate": 1e-2, "trainable_parameters": 64 * (rank or 1),
+        "trainable_share": 0.01, "adapter_bytes": 100, "zero_shot_accuracy": {"validation": 0.5, "test": 0.5},
+        "accuracy": {"validation": test, "test": test}, "training_seconds": 1.0, "losses": [2.0, 1.0],
+        "evaluations": list(evaluations),
+    }  # fmt: skip
+
+
+def test_runs_that_differ_in_a_setting_are_two_rows_named_by_it(tmp_path):
+    runs = [record("loraxs", 8, seed, subspace=subspace) for subspace in ("top", "random") for seed in (0, 1)]
+    rows = aggregate(runs)
+    assert [row["label"] for row in rows] == ["loraxs r=8 subspace=random", "loraxs r=8 subspace=top"]
+    assert [row["seeds"] for row in rows] == [[0, 1], [0, 1]]
+    table, _, _ = write_comparison(runs, tmp_path / "c", "sentiment")
+    assert "| loraxs (subspace=random) | 8 |" in table
+
+
+def test_a_comparison_of_one_setting_says_it_in_its_title(tmp_path):
+    runs = [record("loraxs", 8, seed, subspace="bottom") for seed in (0, 1)]
+    write_comparison(runs, tmp_path / "c", "sentiment on tiny")
+    assert (tmp_path / "c.md").read_text().startswith("sentiment on tiny; subspace=bottom")
+
+
+@pytest.mark.parametrize(
+    "runs, message",
+    [
+        ([], "there are no runs to compare"),
+        ([record("lora", 8, 0), record("lora", 8, 0, task="plural")], r"of 2 tasks \(plural, sentiment\)"),
+        ([record("lora", 8, 0), record("lora", 8, 0)], "lora r=8: seed 0 is given twice"),
+        ([record("lora", 8, 0, test=float("nan"))], "run 1 of the 1 is not a run's record"),
+    ],
+    ids=["no runs", "two tasks", "one run twice", "a NaN accuracy"],
+)
+def test_a_comparison_refuses_what_it_cannot_compare_in_one_line_and_writes_nothing(runs, message, tmp_path):
+    with pytest.raises(LoraxsError, match=message):
+        write_comparison(runs, tmp_path / "c", "title")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_runs_of_a_method_this_process_does_not_know_and_without_curves_compare(tmp_path):
+    runs = [record("dora", 4, seed, test=0.7 + seed / 10) for seed in (0, 1)]
+    runs += [{**record("lora", 4, seed), "evaluations": None} for seed in (0, 1)]
+    table, words, _ = write_comparison(runs, tmp_path / "c", "title")
+    assert "| lora | 4 |" in table and "| dora | 4 |" in table and words
+
+
+def test_still_improving_needs_three_points_of_a_curve():
+    def rising(points):
+        steps = [0, 25, 50][-points:] if points < 3 else [0, 25, 50]
+        return [record("lora", 8, seed, evaluations=[{"step": step, "validation": 0.2 + step / 100 + seed / 100}
+                for step in steps]) for seed in (0, 1)]  # fmt: skip
+
+    assert still_improving(aggregate(rising(3)))  # from 0.2 to 0.7 over its last points: rising
+    assert not still_improving(aggregate(rising(2)))  # step 0 and the end alone: no last fifth to speak of
