@@ -56,9 +56,17 @@ class Task:
         return f"task {self.name}: {sizes} examples; scored by {how}"
 
 
+MAX_DATA_BYTES = 256 * 2**20  # a split of a toy task is kilobytes; beyond this a file is not what was meant
+
+
 def read_jsonl(path):
     """Examples from a JSON Lines file; a malformed line is an error naming the file and line."""
     path = Path(path)
+    if not path.is_file():  # a pipe would wait forever, a device (/dev/zero) never end
+        raise LoraxsError(f"{path} is not a regular file; give a .jsonl file (or a folder of them) as --data")
+    if path.stat().st_size > MAX_DATA_BYTES:
+        size = f"{path.stat().st_size / 2**20:,.0f} MiB"
+        raise LoraxsError(f"{path} is {size}, more than the {MAX_DATA_BYTES // 2**20} MiB a data file may hold here")
     try:
         # utf-8-sig: a byte-order mark at the start (some editors write one) is not part of the first record.
         # split("\n"), not splitlines(): JSON Lines ends records at \n only, and splitlines() would also cut at

@@ -42,6 +42,7 @@ def download(url, destination, timeout=30):
     destination = Path(destination)
     if destination.exists():  # only ever created by the rename below, so it is complete
         return destination
+    made = [path for path in destination.parents if not path.exists()]  # to take away again if the download fails
     try:  # the cache folder first: a folder we cannot write is not a connection problem
         destination.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -66,6 +67,9 @@ def download(url, destination, timeout=30):
                 file.flush()
                 read_header(file.name)  # the header's offsets must fit the bytes we received
     except (OSError, http.client.HTTPException, LoraxsError) as error:
+        for path in made:  # nothing of a failed download stays behind, not even its empty folder
+            if path.is_dir() and not any(path.iterdir()):
+                path.rmdir()
         if isinstance(error, urllib.error.HTTPError):
             reason = f"HTTP {error.code} {error.reason}"
         elif isinstance(error, http.client.IncompleteRead):

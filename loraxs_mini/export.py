@@ -190,7 +190,7 @@ PLAIN_INITS = (True, False, "gaussian", "orthogonal", "eva")
 NOT_PLAIN = ("use_dora", "rank_pattern", "alpha_pattern", "modules_to_save", "layers_to_transform", "layer_replication",
              "alora_invocation_tokens", "lora_bias", "use_qalora", "target_parameters", "trainable_token_indices",
              "arrow_config", "megatron_config")  # fmt: skip
-LORA_TENSOR = re.compile(r"base_model\.model\.(?P<layer>.+)\.lora_(?P<part>[AB])\.weight")
+LORA_TENSOR = re.compile(r"base_model\.model\.(?P<layer>[\w.]+)\.lora_(?P<part>[AB])\.weight")
 
 
 def read_peft_lora(folder):
@@ -227,7 +227,8 @@ def read_peft_lora(folder):
         match = LORA_TENSOR.fullmatch(key)
         if not match:
             raise LoraxsError(
-                f"{folder / TENSOR_FILE} holds {key!r}, which is no LoRA tensor (lora_A or lora_B.weight)"
+                f"{folder / TENSOR_FILE} holds {key!r}, which is no LoRA tensor of a named layer (lora_A or "
+                "lora_B.weight of a layer such as transformer.h.0.attn.c_attn)"
             )
         layers.setdefault(match["layer"], set()).add(match["part"])
     for layer, parts in sorted(layers.items()):
@@ -296,6 +297,9 @@ def import_peft_lora(model, folder):
     return model
 
 
+CHECK_TOLERANCE = 1e-4  # float32 logits: ours and PEFT's add the same numbers in another order
+
+
 def compare_with_peft(model, folder, base_name):
     """The largest logit difference between `model` and transformers + PEFT running the exported folder."""
     try:
@@ -334,8 +338,12 @@ def main(argv=None):
     print(f"wrote {args.to}: a PEFT {kind} adapter ({sizes[CONFIG_FILE]:,} + {sizes[TENSOR_FILE]:,} bytes)")
     if args.check:
         difference = compare_with_peft(model, args.to, base_name)
-        print(f"transformers + PEFT with {args.to} against this model, 2 x 64 random tokens: the largest logit "
-              f"difference is {difference:.1e}")  # fmt: skip
+        said = f"transformers + PEFT with {args.to} against this model, 2 x 64 random tokens: the largest logit "
+        said += f"difference is {difference:.1e}"
+        if not difference <= CHECK_TOLERANCE:
+            raise LoraxsError(f"{said}, more than the {CHECK_TOLERANCE:g} it may be: the export does not reproduce "
+                              "this adapter (failed)")  # fmt: skip
+        print(f"{said}, within {CHECK_TOLERANCE:g}: passed")
 
 
 if __name__ == "__main__":

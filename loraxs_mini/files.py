@@ -10,6 +10,7 @@ a folder can be written at all.
 """
 
 import os
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -17,13 +18,25 @@ from .errors import LoraxsError
 
 
 def check_writable_folder(folder, what):
-    """`folder` is a folder this user can write in, or can be made as one (it is made only when written)."""
+    """
+    `folder` is a folder this user can write in, or can be made as one. Asked by doing it: the folder is made and a
+    file written and removed there, then what was made for the question is removed again, so nothing is left.
+    """
     folder = Path(folder)
     existing = next(path for path in (folder, *folder.absolute().parents) if path.exists())
     if not existing.is_dir():
         raise LoraxsError(f"{what} {folder}: {existing} is a file, not a folder; choose a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise LoraxsError(f"{what} {folder}: this user cannot write in {existing}; choose another folder")
+    made = [path for path in (folder, *folder.absolute().parents) if not path.exists()]  # the deepest first
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()  # os.access can say yes where writing fails (a read-only mount)
+    except OSError as error:
+        raise LoraxsError(f"{what} {folder}: it cannot be made or written here ({error.strerror}); choose another "
+                          "folder") from None  # fmt: skip
+    finally:
+        for path in made:
+            if path.is_dir() and not any(path.iterdir()):
+                path.rmdir()
 
 
 @contextmanager

@@ -1,18 +1,25 @@
 """
 Every bad input is one clear error, and a refused operation leaves the model, the registry and every file exactly
-as they were: LoRA-SB's first step, stored frozen tensors, edited settings, flags no method uses.
+as they were: LoRA-SB's first step, stored frozen tensors, edited settings, flags no method uses, data files that
+are not files, the export's destination and verdict, downloads that fail, PEFT names that are patterns.
 """
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
 
-from conftest import tiny_gpt
-from loraxs_mini import LoraxsError
+from conftest import ROOT, tiny_gpt
+from loraxs_mini import LoraxsError, export
 from loraxs_mini.adapters import add_adapters, load_adapters, save_adapters
 from loraxs_mini.cli import parse_args, plan_runs
+from loraxs_mini.data import MAX_DATA_BYTES, load_task
+from loraxs_mini.download import download_checkpoint
 from loraxs_mini.model import IGNORE_INDEX
+from loraxs_mini.pretrained import load_pretrained
 from loraxs_mini.safetensors_file import load_file, read_header, save_file
 
 
@@ -209,3 +216,70 @@ def test_a_flag_goes_to_the_methods_that_use_it():
 def test_a_value_for_a_method_not_in_the_command_is_refused(flags):
     with pytest.raises(LoraxsError, match="is not in --method, so its value would go unused"):
         plan_runs(parse_args(flags))
+
+
+# ---------------------------------------------------------------- data files that are not files
+
+
+def test_data_that_is_a_named_pipe_is_refused_at_once(tmp_path):
+    pipe = tmp_path / "train.jsonl"
+    os.mkfifo(pipe)  # reading it would wait for a writer forever
+    with pytest.raises(LoraxsError, match="is not a regular file"):
+        load_task(pipe)
+
+
+def test_data_that_is_a_device_is_refused(tmp_path):
+    with pytest.raises(LoraxsError, match="/dev/zero is not a regular file"):
+        load_task("/dev/zero")  # reading it would never end
+
+
+def test_a_data_file_beyond_the_size_limit_is_refused_unread(tmp_path):
+    huge = tmp_path / "huge.jsonl"
+    with open(huge, "wb") as file:
+        file.truncate(MAX_DATA_BYTES + 1)  # sparse: no disk used, nothing to read
+    with pytest.raises(LoraxsError, match="more than the 256 MiB a data file may hold here"):
+        load_task(huge)
+
+
+# ---------------------------------------------------------------- the export and the download
+
+
+def test_an_export_destination_that_cannot_be_made_is_refused_before_any_work(tmp_path):
+    path = tmp_path / "a.safetensors"
+    save_adapters(add_adapters(tiny_gpt(), "lora", rank=2), path)
+    command = [sys.executable, "-m", "loraxs_mini.export", path, "--base", "/nowhere", "--to", "/proc/no/such/out"]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "the destination /proc/no/such/out: it cannot be made or written here" in result.stderr
+
+
+def test_the_export_check_says_failed_beyond_its_tolerance(tmp_path, monkeypatch, hf_tiny):
+    _, folder = hf_tiny
+    path = tmp_path / "a.safetensors"
+    save_adapters(add_adapters(load_pretrained(folder), "lora", rank=2), path)
+    monkeypatch.setattr(export, "compare_with_peft", lambda *args: 3e-4)  # as if PEFT computed something else
+    with pytest.raises(LoraxsError, match=r"difference is 3.0e-04, more than the 0.0001 it may be: .*\(failed\)"):
+        export.main([str(path), "--base", str(folder), "--to", str(tmp_path / "out"), "--check"])
+
+
+def test_a_failed_download_leaves_no_folder_behind(tmp_path, monkeypatch):
+    monkeypatch.setenv("LORAXS_MINI_CACHE", str(tmp_path / "cache" / "deeper"))
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
+    with pytest.raises(LoraxsError, match="could not download"):
+        download_checkpoint("gpt2")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_imported_peft_lora_with_a_pattern_for_a_layer_name_is_one_line(tmp_path):
+    folder = tmp_path / "peft"
+    folder.mkdir()
+    config = {"peft_type": "LORA", "r": 2, "lora_alpha": 4, "target_modules": ["c_attn"]}
+    (folder / "adapter_config.json").write_text(json.dumps(config))
+    name = "base_model.model.transformer.h.*.attn.c_attn"
+    save_file({f"{name}.lora_A.weight": torch.zeros(2, 32), f"{name}.lora_B.weight": torch.zeros(96, 2)},
+              folder / "adapter_model.safetensors")  # fmt: skip
+    model = tiny_gpt()
+    before = state(model)
+    with pytest.raises(LoraxsError, match="which is no LoRA tensor of a named layer"):
+        export.import_peft_lora(model, folder)
+    assert same_state(before, state(model))
