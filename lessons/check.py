@@ -21,15 +21,19 @@ import contextlib
 import copy
 import importlib.util
 import inspect
+import os
+import pickle
 import re
+import select
 import signal
 import sys
+import time
 from pathlib import Path
 
 import torch
 
 from loraxs_mini import GPT, GPTConfig
-from loraxs_mini.cli import ArgumentParser
+from loraxs_mini.cli import ArgumentParser, positive
 from loraxs_mini.errors import LoraxsError, friendly_errors
 
 LESSONS = Path(__file__).resolve().parent
@@ -89,16 +93,22 @@ def promises(lesson):
     return found
 
 
+CHANGED = []  # what an exercise changed in place, said on its line (each check runs in a process of its own)
+
+
 def guarded(function, name, promise):
     """
-    The student's function as the checks call it: on copies of its tensors and lists (a correct answer that changes
-    its input in place is still correct), and with one clear line when it returns nothing.
+    The student's function as the checks call it: on copies of its tensors, lists and models (a correct answer that
+    changes its input in place is still correct, and its line says so), and with one clear line when it returns
+    nothing.
     """
 
     def call(*args, **kwargs):
-        args = [argument.clone() if isinstance(argument, torch.Tensor) else argument for argument in args]
-        args = [copy.deepcopy(argument) if isinstance(argument, list) else argument for argument in args]
-        result = function(*args, **kwargs)
+        copies = [copy.deepcopy(arg) if isinstance(arg, (torch.Tensor, list, torch.nn.Module)) else arg for arg in args]
+        originals = [copy.deepcopy(arg) for arg in copies]
+        result = function(*copies, **kwargs)
+        if any(not same(a, b) for a, b in zip(copies, originals)) and name not in CHANGED:
+            CHANGED.append(name)
         if result is None:
             raise AssertionError(
                 f"{name} returned None; it should {promise or 'return its answer'} (a missing return?)"
@@ -106,6 +116,71 @@ def guarded(function, name, promise):
         return result
 
     return call
+
+
+def same(a, b):
+    """Equal tensors, lists or models (every tensor of their state); anything else as ==."""
+    if isinstance(a, torch.nn.Module):
+        a, b = list(a.state_dict().values()), list(b.state_dict().values())
+    if isinstance(a, torch.Tensor):
+        return a.shape == b.shape and torch.equal(a.detach(), b.detach())
+    if isinstance(a, list):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    return True
+
+
+def isolated(work, seconds):
+    """
+    ("passed", measured), ("todo", None), ("exit", None), ("failed", why) or ("timeout", None): work() run in a
+    child process of its own (where the system can fork: Linux, macOS), killed after `seconds`. So an exercise that
+    loops forever, even one that catches every exception, ends with its process, and nothing it changes (the grad
+    mode, the default dtype, the threads, a model it was given) reaches the next check. Elsewhere, in this process,
+    stopped by an alarm where there is one.
+    """
+    if not hasattr(os, "fork"):
+        try:
+            with time_limit(seconds):
+                return outcome(work)
+        except TimeoutError:
+            return "timeout", None
+    sys.stdout.flush()
+    reader, writer = os.pipe()
+    child = os.fork()
+    if child == 0:  # the child: run, report, and leave without running any cleanup of the parent's
+        os.close(reader)
+        torch.set_num_threads(1)  # as DataLoader's workers do: a forked process uses no thread pool of its parent
+        with os.fdopen(writer, "wb") as pipe:
+            pipe.write(pickle.dumps(outcome(work)))
+        os._exit(0)
+    os.close(writer)
+    received, deadline = b"", time.monotonic() + seconds
+    with os.fdopen(reader, "rb") as pipe:
+        while (left := deadline - time.monotonic()) > 0 and select.select([pipe], [], [], left)[0]:
+            chunk = os.read(pipe.fileno(), 1 << 16)
+            if not chunk:  # the child is done
+                os.waitpid(child, 0)
+                return pickle.loads(received) if received else ("failed", "its process ended without a word")
+            received += chunk
+    os.kill(child, signal.SIGKILL)
+    os.waitpid(child, 0)
+    return "timeout", None
+
+
+def outcome(work):
+    """What work() came to, as isolated() reports it, with what the exercise changed in place."""
+    try:
+        measured = work()
+        kind, detail = (
+            "passed",
+            measured if measured is None or isinstance(measured, (str, int, float)) else str(measured),
+        )
+    except SystemExit:
+        kind, detail = "exit", None
+    except NotImplementedError:
+        kind, detail = "todo", None
+    except BaseException as error:  # noqa: B036 (whatever the exercise raised, even KeyboardInterrupt, is its result)
+        kind, detail = "failed", f"{type(error).__name__}: {error}"
+    return kind, detail, list(CHANGED)
 
 
 def lessons_with_exercises():
@@ -143,21 +218,26 @@ def run(lesson, path, seconds=TIME_LIMIT):
             setattr(module, name, guarded(getattr(module, name), name, promised.get(name)))
     passed = 0
     for number, (name, check, hint) in enumerate(lesson_checks, start=1):
-        try:
-            if not hasattr(module, name):
-                raise AssertionError(f"the file has no function {name}")
-            with time_limit(seconds):
-                measured = check(module)  # an experiment's check returns what it measured, to print with the verdict
-        except SystemExit:
+        if not hasattr(module, name):
+            print(f"  [fail] {number}. {name}: not yet: the file has no function {name}\n         hint: {hint}")
+            continue
+        # An experiment's check returns what it measured, to print with the verdict.
+        kind, detail, *changed = isolated(lambda check=check: check(module), seconds)
+        changed = changed[0] if changed else []
+        note = f"; note: {', '.join(changed)} changed its input in place (the check gave it a copy)" if changed else ""
+        if kind == "passed":
+            print(f"  [pass] {number}. {name}: passed" + (f"; measured: {detail}" if detail else "") + note)
+            passed += 1
+        elif kind == "todo":
+            print(f"  [todo] {number}. {name}: not done yet: replace its TODO (the hint comes after a first try)")
+        elif kind == "exit":
             print(f"  [fail] {number}. {name}: it called exit(); an exercise returns its answer, it does not end the "
                   "program")  # fmt: skip
-        except NotImplementedError:
-            print(f"  [todo] {number}. {name}: not done yet: replace its TODO (the hint comes after a first try)")
-        except Exception as error:
-            print(f"  [fail] {number}. {name}: not yet: {type(error).__name__}: {error}\n         hint: {hint}")
+        elif kind == "timeout":
+            print(f"  [fail] {number}. {name}: still running after {seconds:g} s and stopped: an endless loop, or far "
+                  "more work than needed?")  # fmt: skip
         else:
-            print(f"  [pass] {number}. {name}: passed" + (f"; measured: {measured}" if measured else ""))
-            passed += 1
+            print(f"  [fail] {number}. {name}: not yet: {detail}{note}\n         hint: {hint}")
     print(f"  {passed} of {len(lesson_checks)} passed\n")
     return passed, len(lesson_checks)
 
@@ -169,7 +249,12 @@ def main(argv=None):
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--solutions", action="store_true", help="check the reference solutions instead")
     group.add_argument("--file", type=Path, help="check this file instead of lessons/exercises/exNN_*.py")
-    parser.add_argument("--time-limit", type=float, default=TIME_LIMIT, help=f"seconds per exercise ({TIME_LIMIT})")
+    parser.add_argument(
+        "--time-limit",
+        type=positive(float),
+        default=TIME_LIMIT,
+        help=f"seconds an exercise may run (default {TIME_LIMIT}); there is no way to turn the limit off: give more",
+    )
     args = parser.parse_args(argv)
     if args.file and (args.file.suffix != ".py" or not args.file.is_file()):
         raise LoraxsError(f"--file {args.file}: give an existing Python file (.py) holding the exercise functions")

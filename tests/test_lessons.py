@@ -251,3 +251,51 @@ def test_lesson_09_shares_on_the_small_pretrained_model_are_the_ones_its_text_st
                        r"ceiling (\d+)%", (ROOT / "lessons" / "09_which_subspace.py").read_text())  # fmt: skip
     for name, percent in zip(("gradient", "top", "random", "bottom", "ceiling"), stated.groups()):
         assert f"{100 * at_rank_8[name]:.{len(percent.partition('.')[2])}f}" == percent, (name, at_rank_8[name])
+
+
+@pytest.mark.parametrize("limit", ["-1", "nan", "0"])
+def test_the_checker_s_time_limit_must_be_a_positive_number(limit):
+    result = subprocess.run([sys.executable, "lessons/check.py", "03", "--solutions", "--time-limit", limit], cwd=ROOT,
+                            capture_output=True, text=True)  # fmt: skip
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == (f"error: argument --time-limit: must be a positive finite number, got {limit} "
+                                     "(--help lists every flag)")  # fmt: skip
+
+
+def solutions_with(tmp_path, replacement):
+    """Lesson 03's reference solutions with lora_forward's first line replaced: an exercise file of a kind."""
+    text = (ROOT / "lessons" / "solutions" / "ex03_lora.py").read_text()
+    old = "    rank = A.shape[0]\n    return F.linear(x, W, b) + (alpha / rank) * F.linear(F.linear(x, A), B)\n"
+    assert old in text
+    path = tmp_path / "ex03_lora.py"
+    path.write_text(text.replace(old, replacement))
+    return path
+
+
+def run_checker(path, *flags):
+    command = [sys.executable, "lessons/check.py", "03", "--file", str(path), *flags]
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
+def test_an_exercise_that_swallows_every_exception_still_stops_at_its_time_limit(tmp_path):
+    path = solutions_with(tmp_path, "    import time\n    while True:\n        try:\n            time.sleep(0.05)\n"
+                                    "        except BaseException:\n            pass\n")  # fmt: skip
+    result = run_checker(path, "--time-limit", "2")  # and the checker ends: the loop ended with its process
+    assert "[fail] 1. lora_forward: still running after 2 s and stopped" in result.stdout
+    assert "[pass] 2. merged_weight" in result.stdout  # the next check runs as if nothing had happened
+
+
+def test_an_exercise_that_switches_autograd_off_does_not_break_the_next_check(tmp_path):
+    body = "    rank = A.shape[0]\n    return F.linear(x, W, b) + (alpha / rank) * F.linear(F.linear(x, A), B)\n"
+    path = solutions_with(tmp_path, "    torch.set_grad_enabled(False)\n" + body)
+    result = run_checker(path)
+    assert "3 of 3 passed" in result.stdout  # lora_fit_error trains with autograd: the grad mode did not leak
+
+
+def test_an_exercise_that_changes_its_input_in_place_is_said_on_its_line(tmp_path):
+    path = solutions_with(tmp_path, "    rank = A.shape[0]\n    result = F.linear(x, W, b) + (alpha / rank) * "
+                                    "F.linear(F.linear(x, A), B)\n    W.zero_()\n    return result\n")  # fmt: skip
+    result = run_checker(path)
+    assert ("[pass] 1. lora_forward: passed; note: lora_forward changed its input in place (the check gave it a copy)"
+            in result.stdout)  # fmt: skip
+    assert "3 of 3 passed" in result.stdout
