@@ -60,3 +60,23 @@ def test_the_shipped_tasks_are_found_from_the_repository_and_missed_clearly_else
 def test_no_module_of_the_package_finds_a_repository_folder_by_its_own_path():
     for path in PACKAGE.rglob("*.py"):
         assert "parents[1]" not in path.read_text(), f"{path} reaches outside the package"
+
+
+def test_a_method_file_opens_on_its_method_and_loraxs_py_stays_short():
+    """Its paper and equation in a docstring of at most 30 lines, then __init__; loraxs.py whole on a few screens."""
+    for name in ("lora", "vera", "loraxs", "tinylora", "lorasb"):
+        path = PACKAGE / "adapters" / f"{name}.py"
+        tree = ast.parse(path.read_text())
+        assert len(ast.get_docstring(tree, clean=False).strip().splitlines()) <= 30, path.name
+        init = next(node for node in ast.walk(tree) if isinstance(node, ast.FunctionDef) and node.name == "__init__")
+        assert init.lineno < 80, f"{path.name}: __init__ at line {init.lineno}"
+    assert len((PACKAGE / "adapters" / "loraxs.py").read_text().splitlines()) <= 140
+
+
+def test_train_py_shows_the_run_in_a_short_main_and_few_names():
+    tree = ast.parse((ROOT / "train.py").read_text())
+    main = next(node for node in tree.body if isinstance(node, ast.FunctionDef) and node.name == "main")
+    assert main.end_lineno - main.lineno + 1 <= 55
+    names = [alias.name for node in tree.body if isinstance(node, ast.ImportFrom)
+             and (node.module or "").startswith("loraxs_mini") for alias in node.names]  # fmt: skip
+    assert len(names) <= 20, names
