@@ -98,14 +98,15 @@ CHANGED = []  # what an exercise changed in place, said on its line (each check 
 
 def guarded(function, name, promise):
     """
-    The student's function as the checks call it: on copies of its tensors, lists and models (a correct answer that
-    changes its input in place is still correct, and its line says so), and with one clear line when it returns
-    nothing.
+    The student's function as the checks call it: on copies of its tensors and lists (a correct answer that changes
+    its input in place is still correct), on the models themselves (a model changed where a new one was asked for is
+    the mistake the check looks for; the change goes no further, each check runs in a process of its own), with a
+    note on its line when it changed what it was given, and one clear line when it returns nothing.
     """
 
     def call(*args, **kwargs):
-        copies = [copy.deepcopy(arg) if isinstance(arg, (torch.Tensor, list, torch.nn.Module)) else arg for arg in args]
-        originals = [copy.deepcopy(arg) for arg in copies]
+        copies = [copy.deepcopy(arg) if isinstance(arg, (torch.Tensor, list)) else arg for arg in args]
+        originals = [copy.deepcopy(arg) if isinstance(arg, (torch.Tensor, list, torch.nn.Module)) else arg for arg in copies]
         result = function(*copies, **kwargs)
         if any(not same(a, b) for a, b in zip(copies, originals)) and name not in CHANGED:
             CHANGED.append(name)
@@ -224,7 +225,7 @@ def run(lesson, path, seconds=TIME_LIMIT):
         # An experiment's check returns what it measured, to print with the verdict.
         kind, detail, *changed = isolated(lambda check=check: check(module), seconds)
         changed = changed[0] if changed else []
-        note = f"; note: {', '.join(changed)} changed its input in place (the check gave it a copy)" if changed else ""
+        note = f"; note: {', '.join(changed)} changed its input in place" if changed else ""
         if kind == "passed":
             print(f"  [pass] {number}. {name}: passed" + (f"; measured: {detail}" if detail else "") + note)
             passed += 1

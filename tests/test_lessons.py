@@ -296,6 +296,6 @@ def test_an_exercise_that_changes_its_input_in_place_is_said_on_its_line(tmp_pat
     path = solutions_with(tmp_path, "    rank = A.shape[0]\n    result = F.linear(x, W, b) + (alpha / rank) * "
                                     "F.linear(F.linear(x, A), B)\n    W.zero_()\n    return result\n")  # fmt: skip
     result = run_checker(path)
-    assert ("[pass] 1. lora_forward: passed; note: lora_forward changed its input in place (the check gave it a copy)"
+    assert ("[pass] 1. lora_forward: passed; note: lora_forward changed its input in place"
             in result.stdout)  # fmt: skip
     assert "3 of 3 passed" in result.stdout
