@@ -54,9 +54,10 @@ def test_the_gpt2_counts_in_the_readme(gpt2):
     assert f"LoRA-XS at rank 8 to every linear layer ({loraxs:,} trainable numbers" in README
 
 
-# The small adapter file's header holds its checksums as decimal numbers, whose digits vary with rounding (19,128
-# bytes with two threads, 19,120 with one): the README states the size within this many bytes, and so do the tests.
+# The small adapter file's header holds its checksums as decimal numbers, whose digits vary with rounding (19,168
+# bytes with two threads, 19,160 with one): the README states the size within this many bytes, and so do the tests.
 SIZE_TOLERANCE = 16
+WEIGHTS_TOLERANCE = 64  # other random weights of the same shape: the checksums' digits and signs differ too
 
 
 def stated(pattern, text):
@@ -79,8 +80,10 @@ def test_the_adapter_file_sizes_in_the_readme(gpt2, tmp_path):
         f"`out/sentiment-loraxs-r8.safetensors`: {small_stated:,} bytes, of\nwhich the 48 R matrices are {R_bytes:,}"
         in (CLI)
     )
-    assert f"| LoRA-XS r = 8 | {small_stated:,} bytes |" in EXPORT  # the export table
-    assert f"Saved with its frozen tensors it is {exact:,} bytes" in ADAPTERS
+    exported = stated(r"\| LoRA-XS r = 8 \| ([\d,]+) bytes \|", EXPORT)  # the export table: other random weights
+    assert abs(exported - small_file) <= WEIGHTS_TOLERANCE, (exported, small_file)
+    exact_stated = stated(r"Saved with its frozen tensors it is ([\d,]+) bytes", ADAPTERS)
+    assert abs(exact_stated - exact) <= SIZE_TOLERANCE, (exact_stated, exact)  # its header holds checksums too
     # The lessons README: the header (8-byte length + JSON) is what does not grow with r.
     _, _, data_start = read_header(tmp_path / "small.safetensors")
     assert data_start == small_file - R_bytes
