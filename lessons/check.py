@@ -106,7 +106,8 @@ def guarded(function, name, promise):
 
     def call(*args, **kwargs):
         copies = [copy.deepcopy(arg) if isinstance(arg, (torch.Tensor, list)) else arg for arg in args]
-        originals = [copy.deepcopy(arg) if isinstance(arg, (torch.Tensor, list, torch.nn.Module)) else arg for arg in copies]
+        watched = (torch.Tensor, list, torch.nn.Module)
+        originals = [copy.deepcopy(arg) if isinstance(arg, watched) else arg for arg in copies]
         result = function(*copies, **kwargs)
         if any(not same(a, b) for a, b in zip(copies, originals)) and name not in CHANGED:
             CHANGED.append(name)
