@@ -236,8 +236,10 @@ def run(lesson, path, seconds=TIME_LIMIT):
             print(f"  [fail] {number}. {name}: it called exit(); an exercise returns its answer, it does not end the "
                   "program")  # fmt: skip
         elif kind == "timeout":
-            print(f"  [fail] {number}. {name}: still running after {seconds:g} s and stopped: an endless loop, or far "
-                  "more work than needed?")  # fmt: skip
+            print(
+                f"  [fail] {number}. {name}: still running after {seconds:g} s and stopped: an endless loop, or far "
+                "more work than needed?"
+            )
         else:
             print(f"  [fail] {number}. {name}: not yet: {detail}{note}\n         hint: {hint}")
     print(f"  {passed} of {len(lesson_checks)} passed\n")

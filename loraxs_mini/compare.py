@@ -129,8 +129,11 @@ def settings_labels(firsts):
     """
 
     def values(run):
-        config = {name: value for name, value in (run.get("adapter_config") or {}).items()
-                  if name not in ("method", "rank", "seed")}  # fmt: skip
+        config = {
+            name: value
+            for name, value in (run.get("adapter_config") or {}).items()
+            if name not in ("method", "rank", "seed")
+        }
         return {**config, "lr": run.get("learning_rate"), "steps": run.get("steps")}
 
     labels = {}

@@ -341,8 +341,10 @@ def main(argv=None):
         said = f"transformers + PEFT with {args.to} against this model, 2 x 64 random tokens: the largest logit "
         said += f"difference is {difference:.1e}"
         if not difference <= CHECK_TOLERANCE:
-            raise LoraxsError(f"{said}, more than the {CHECK_TOLERANCE:g} it may be: the export does not reproduce "
-                              "this adapter (failed)")  # fmt: skip
+            raise LoraxsError(
+                f"{said}, more than the {CHECK_TOLERANCE:g} it may be: the export does not reproduce "
+                "this adapter (failed)"
+            )
         print(f"{said}, within {CHECK_TOLERANCE:g}: passed")
 
 

@@ -31,8 +31,9 @@ def check_writable_folder(folder, what):
         folder.mkdir(parents=True, exist_ok=True)
         tempfile.TemporaryFile(dir=folder).close()  # os.access can say yes where writing fails (a read-only mount)
     except OSError as error:
-        raise LoraxsError(f"{what} {folder}: it cannot be made or written here ({error.strerror}); choose another "
-                          "folder") from None  # fmt: skip
+        raise LoraxsError(
+            f"{what} {folder}: it cannot be made or written here ({error.strerror}); choose another folder"
+        ) from None
     finally:
         for path in made:
             if path.is_dir() and not any(path.iterdir()):

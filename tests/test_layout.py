@@ -77,6 +77,10 @@ def test_train_py_shows_the_run_in_a_short_main_and_few_names():
     tree = ast.parse((ROOT / "train.py").read_text())
     main = next(node for node in tree.body if isinstance(node, ast.FunctionDef) and node.name == "main")
     assert main.end_lineno - main.lineno + 1 <= 55
-    names = [alias.name for node in tree.body if isinstance(node, ast.ImportFrom)
-             and (node.module or "").startswith("loraxs_mini") for alias in node.names]  # fmt: skip
+    names = [
+        alias.name
+        for node in tree.body
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("loraxs_mini")
+        for alias in node.names
+    ]
     assert len(names) <= 20, names

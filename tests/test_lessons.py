@@ -231,8 +231,12 @@ def test_the_checker_survives_what_a_student_file_does_and_says_what_happened(ca
 
 def test_the_checker_refuses_a_file_that_is_not_python_in_one_line(tmp_path):
     (tmp_path / "ex01.txt").write_text("def f(): pass\n")
-    result = subprocess.run([sys.executable, "lessons/check.py", "01", "--file", tmp_path / "ex01.txt"], cwd=ROOT,
-                            capture_output=True, text=True)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "lessons/check.py", "01", "--file", tmp_path / "ex01.txt"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 1 and result.stderr.startswith("error: --file") and "Traceback" not in result.stderr
 
 
@@ -258,8 +262,9 @@ def test_the_checker_s_time_limit_must_be_a_positive_number(limit):
     result = subprocess.run([sys.executable, "lessons/check.py", "03", "--solutions", "--time-limit", limit], cwd=ROOT,
                             capture_output=True, text=True)  # fmt: skip
     assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert result.stderr.strip() == (f"error: argument --time-limit: must be a positive finite number, got {limit} "
-                                     "(--help lists every flag)")  # fmt: skip
+    assert result.stderr.strip() == (
+        f"error: argument --time-limit: must be a positive finite number, got {limit} (--help lists every flag)"
+    )
 
 
 def solutions_with(tmp_path, replacement):
@@ -278,8 +283,11 @@ def run_checker(path, *flags):
 
 
 def test_an_exercise_that_swallows_every_exception_still_stops_at_its_time_limit(tmp_path):
-    path = solutions_with(tmp_path, "    import time\n    while True:\n        try:\n            time.sleep(0.05)\n"
-                                    "        except BaseException:\n            pass\n")  # fmt: skip
+    path = solutions_with(
+        tmp_path,
+        "    import time\n    while True:\n        try:\n            time.sleep(0.05)\n"
+        "        except BaseException:\n            pass\n",
+    )
     result = run_checker(path, "--time-limit", "2")  # and the checker ends: the loop ended with its process
     assert "[fail] 1. lora_forward: still running after 2 s and stopped" in result.stdout
     assert "[pass] 2. merged_weight" in result.stdout  # the next check runs as if nothing had happened
@@ -293,9 +301,11 @@ def test_an_exercise_that_switches_autograd_off_does_not_break_the_next_check(tm
 
 
 def test_an_exercise_that_changes_its_input_in_place_is_said_on_its_line(tmp_path):
-    path = solutions_with(tmp_path, "    rank = A.shape[0]\n    result = F.linear(x, W, b) + (alpha / rank) * "
-                                    "F.linear(F.linear(x, A), B)\n    W.zero_()\n    return result\n")  # fmt: skip
+    path = solutions_with(
+        tmp_path,
+        "    rank = A.shape[0]\n    result = F.linear(x, W, b) + (alpha / rank) * "
+        "F.linear(F.linear(x, A), B)\n    W.zero_()\n    return result\n",
+    )
     result = run_checker(path)
-    assert ("[pass] 1. lora_forward: passed; note: lora_forward changed its input in place"
-            in result.stdout)  # fmt: skip
+    assert "[pass] 1. lora_forward: passed; note: lora_forward changed its input in place" in result.stdout
     assert "3 of 3 passed" in result.stdout

@@ -276,8 +276,10 @@ def test_an_imported_peft_lora_with_a_pattern_for_a_layer_name_is_one_line(tmp_p
     config = {"peft_type": "LORA", "r": 2, "lora_alpha": 4, "target_modules": ["c_attn"]}
     (folder / "adapter_config.json").write_text(json.dumps(config))
     name = "base_model.model.transformer.h.*.attn.c_attn"
-    save_file({f"{name}.lora_A.weight": torch.zeros(2, 32), f"{name}.lora_B.weight": torch.zeros(96, 2)},
-              folder / "adapter_model.safetensors")  # fmt: skip
+    save_file(
+        {f"{name}.lora_A.weight": torch.zeros(2, 32), f"{name}.lora_B.weight": torch.zeros(96, 2)},
+        folder / "adapter_model.safetensors",
+    )
     model = tiny_gpt()
     before = state(model)
     with pytest.raises(LoraxsError, match="which is no LoRA tensor of a named layer"):

@@ -250,15 +250,35 @@ def test_a_method_has_one_colour_in_every_figure_and_equal_counts_stand_apart(mo
 
 def record(method, rank, seed, test=0.8, task="sentiment", evaluations=(), **settings):
     """A run's record as train.py writes it (docs/results.md), with the fields a comparison reads."""
-    config = {"method": method, "rank": rank, "alpha": None, "targets": None, "dropout": 0.0, "seed": seed,
-              "svd": "gram", **settings}  # fmt: skip
+    config = {
+        "method": method,
+        "rank": rank,
+        "alpha": None,
+        "targets": None,
+        "dropout": 0.0,
+        "seed": seed,
+        "svd": "gram",
+        **settings,
+    }
     return {
-        "task": task, "method": method, "rank": rank, "seed": seed, "adapter_config": config, "base_model": "tiny",
-        "steps": 3, "batch_size": 16, "learning_rate": 1e-2, "trainable_parameters": 64 * (rank or 1),
-        "trainable_share": 0.01, "adapter_bytes": 100, "zero_shot_accuracy": {"validation": 0.5, "test": 0.5},
-        "accuracy": {"validation": test, "test": test}, "training_seconds": 1.0, "losses": [2.0, 1.0],
+        "task": task,
+        "method": method,
+        "rank": rank,
+        "seed": seed,
+        "adapter_config": config,
+        "base_model": "tiny",
+        "steps": 3,
+        "batch_size": 16,
+        "learning_rate": 1e-2,
+        "trainable_parameters": 64 * (rank or 1),
+        "trainable_share": 0.01,
+        "adapter_bytes": 100,
+        "zero_shot_accuracy": {"validation": 0.5, "test": 0.5},
+        "accuracy": {"validation": test, "test": test},
+        "training_seconds": 1.0,
+        "losses": [2.0, 1.0],
         "evaluations": list(evaluations),
-    }  # fmt: skip
+    }
 
 
 def test_runs_that_differ_in_a_setting_are_two_rows_named_by_it(tmp_path):
@@ -302,8 +322,15 @@ def test_runs_of_a_method_this_process_does_not_know_and_without_curves_compare(
 def test_still_improving_needs_three_points_of_a_curve():
     def rising(points):
         steps = [0, 25, 50][-points:] if points < 3 else [0, 25, 50]
-        return [record("lora", 8, seed, evaluations=[{"step": step, "validation": 0.2 + step / 100 + seed / 100}
-                for step in steps]) for seed in (0, 1)]  # fmt: skip
+        return [
+            record(
+                "lora",
+                8,
+                seed,
+                evaluations=[{"step": step, "validation": 0.2 + step / 100 + seed / 100} for step in steps],
+            )
+            for seed in (0, 1)
+        ]
 
     assert still_improving(aggregate(rising(3)))  # from 0.2 to 0.7 over its last points: rising
     assert not still_improving(aggregate(rising(2)))  # step 0 and the end alone: no last fifth to speak of
