@@ -9,9 +9,11 @@ import re
 import pytest
 import torch
 
-from conftest import ROOT
-from loraxs_mini import GPT, GPTConfig
+from conftest import ROOT, SMALL_PRETRAINED, requires_small_pretrained, requires_tokenizer
+from loraxs_mini import GPT, GPTConfig, recipe
 from loraxs_mini.adapters import EVERY_LINEAR_SPLIT_QKV, add_adapters, parameter_counts, save_adapters
+from loraxs_mini.data import load_task
+from loraxs_mini.pretrained import load_pretrained
 from loraxs_mini.safetensors_file import read_header
 
 README = (ROOT / "README.md").read_text()
@@ -106,3 +108,36 @@ def test_the_small_model_counts_in_the_comparison(small):
     assert f"Below {vera_1:,} numbers only LoRA-XS and TinyLoRA can go: VeRA at r = 1 has {vera_1:,}" in COMPARISON
     assert f"{b_alone:,} on this model" in COMPARISON
     assert f"below {vera_1:,} numbers, only LoRA-XS and TinyLoRA can go (VeRA at r = 1 has {vera_1:,}" in COMPARISON
+
+
+@requires_small_pretrained
+@requires_tokenizer
+def test_lorasb_s_start_in_the_comparison_is_the_rank_r_part_of_a_first_step_at_its_own_rate():
+    """
+    docs/comparison.md: B R A keeps 75% (sentiment) and 71% (plural) of the first step's squared norm at r = 8,
+    η_1 = 0.002, 1,000 times full fine-tuning's first rate. Recomputed without LoRA-SB's code: the share the top 8
+    singular values of -η sign(∇_W L) hold (Eckart-Young), over all 32 adapted layers, seed 0.
+    """
+    base = load_pretrained(SMALL_PRETRAINED)
+    lorasb_first = recipe.learning_rate_at(0, 150, recipe.default_learning_rate("lorasb", 8))
+    full_first = recipe.learning_rate_at(0, 150, recipe.default_learning_rate("full"))
+    text = " ".join(COMPARISON.split())
+    full_written = re.sub(r"e-0(\d)", r"e-\1", f"{full_first:g}")  # 2e-06 as the page writes it, 2e-6
+    ratio = lorasb_first / full_first
+    assert f"η_1 = {lorasb_first:g} at r = 8, {ratio:,.0f} times full fine-tuning's first rate, {full_written})" in text
+    lesson_lines = (ROOT / "lessons" / "09_which_subspace.py").read_text().splitlines()
+    lesson = " ".join(line.lstrip("# ") for line in lesson_lines)
+    assert f"({ratio:,.0f} times full fine-tuning's first rate here)" in lesson
+    shares = []
+    for task in ("sentiment", "plural"):
+        examples = load_task(ROOT / "data" / task).splits["train"]
+        inputs, targets, eta = recipe.first_step(examples, 150, 16, 0, recipe.default_learning_rate("lorasb", 8))
+        layers = [module for module in base.transformer.h.modules() if isinstance(module, torch.nn.Linear)]
+        gradients = torch.autograd.grad(base(inputs, targets)[1], [layer.weight for layer in layers])
+        kept = total = 0.0
+        for gradient in gradients:
+            S = torch.linalg.svdvals(-eta * gradient.sign())
+            kept, total = kept + (S[:8] ** 2).sum().item(), total + (S**2).sum().item()
+        shares.append(round(100 * kept / total))
+    assert len(layers) == 32
+    assert f"{shares[0]}% of that step's squared norm on sentiment and {shares[1]}% on plural at r = 8" in text
