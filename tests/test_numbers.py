@@ -5,6 +5,7 @@ one of them fails here until the text says the new number.
 
 import copy
 import re
+import statistics
 
 import pytest
 import torch
@@ -141,3 +142,18 @@ def test_lorasb_s_start_in_the_comparison_is_the_rank_r_part_of_a_first_step_at_
         shares.append(round(100 * kept / total))
     assert len(layers) == 32
     assert f"{shares[0]}% of that step's squared norm on sentiment and {shares[1]}% on plural at r = 8" in text
+
+
+@requires_small_pretrained
+def test_the_top_to_bottom_singular_value_ratios_in_the_methods_page():
+    """docs/methods.md: the mean of W's top 8 singular values over its bottom 8's, over the 32 adapted matrices."""
+    ratios = []
+    for module in load_pretrained(SMALL_PRETRAINED).transformer.h.modules():
+        if isinstance(module, torch.nn.Linear):
+            S = torch.linalg.svdvals(module.weight.detach().double())
+            ratios.append((S[:8].mean() / S[-8:].mean()).item())
+    text = " ".join((ROOT / "docs" / "methods.md").read_text().split())
+    low, median, high = min(ratios), statistics.median(ratios), max(ratios)
+    assert len(ratios) == 32
+    said = f"the mean of the top 8 is {low:.0f} to {high:.0f} times the bottom 8's, {median:.1f} times at the median"
+    assert said in text
