@@ -106,9 +106,12 @@ def test_the_small_model_counts_in_the_comparison(small):
     vera_1 = trained(small, "vera", rank=1)
     b_alone = sum(layer.out_features for layer in add_adapters(copy.deepcopy(small), "vera").modules()
                   if hasattr(layer, "lambda_b"))  # fmt: skip
-    assert f"Below {vera_1:,} numbers only LoRA-XS and TinyLoRA can go: VeRA at r = 1 has {vera_1:,}" in COMPARISON
+    text = " ".join(COMPARISON.split())
+    assert f"Below {vera_1:,} numbers only LoRA-XS, TinyLoRA and LoRA-SB (r² a layer" in text
+    assert f"not in this table) can go: VeRA at r = 1 has {vera_1:,}" in text
     assert f"{b_alone:,} on this model" in COMPARISON
-    assert f"below {vera_1:,} numbers, only LoRA-XS and TinyLoRA can go (VeRA at r = 1 has {vera_1:,}" in COMPARISON
+    assert f"below {vera_1:,} numbers, only LoRA-XS and TinyLoRA of the methods drawn here can go, and LoRA-SB" in text
+    assert f"like LoRA-XS (VeRA at r = 1 has {vera_1:,}" in text
 
 
 @requires_small_pretrained
