@@ -18,6 +18,7 @@ import copy
 import tempfile
 import time
 from pathlib import Path
+from statistics import median
 
 import torch
 
@@ -179,7 +180,57 @@ if plt is not None:
 # write a word, the top subspace is ahead of a random one from r = 8 on. LoRA-SB's start pays most
 # at small ranks: at r = 2 it reaches 0.782 on sentiment where LoRA-XS reaches 0.657.
 
-# %% 5. LoRA-SB in one call
+
+# %% 5. Directions or scale?
+#
+# The LoRA-XS paper's "SVD beats random" came from its code's own controls, and each changes two
+# things at once (docs/methods.md, "The paper's own controls"): its bottom pair keeps the bottom's
+# own singular values, its random pairs a random matrix's. A frozen pair is directions (span B,
+# span Aᵀ) and a scale (the singular values A carries). One step of training tells them apart.
+# From R = 0, Adam's first step is R = -η sign(dL/dR), dL/dR = Bᵀ G Aᵀ with G = dL/dW: every entry of
+# R moves by η, whatever the pair. Then ΔW = B R A, and to first order the loss changes by <G, ΔW>:
+#
+#     ||ΔW||               the step's size: the scale A carries sets it
+#     -<G, ΔW> / ||ΔW||    how much loss a step of that size buys: the directions set it
+#
+# W's bottom pair at the top scale differs from the top pair only in its directions, and from the
+# bottom pair at its own scale only in its scale. G: the gradient on the loop's first batch.
+def first_step_effects(W, gradient, rank, learning_rate):
+    U, S, Vh = torch.linalg.svd(W, full_matrices=False)
+    pairs = {
+        "top": (U[:, :rank], S[:rank, None] * Vh[:rank]),
+        "bottom, top scale": (U[:, -rank:], S[:rank, None] * Vh[-rank:]),
+        "bottom, own scale": (U[:, -rank:], S[-rank:, None] * Vh[-rank:]),
+    }
+    effects = {}
+    for name, (B, A) in pairs.items():
+        R = -learning_rate * (B.T @ gradient @ A.T).sign()  # Adam's first step from R = 0
+        delta = B @ R @ A  # out x in
+        effects[name] = (delta.norm().item(), (gradient * delta).sum().item())
+    return effects
+
+
+targets_of = find_targets(base)
+gradients = torch.autograd.grad(base(inputs, targets)[1], [layer.weight for layer in targets_of.values()])
+effects = [first_step_effects(layer.weight.detach(), G, 8, 1e-2) for layer, G in zip(targets_of.values(), gradients)]
+print(f"one Adam step on R at r = 8 (η = 1e-2), median over the {len(effects)} layers:")
+print(f"{'pair':20s} {'||ΔW||':>10s} {'loss change':>12s} {'per unit of ||ΔW||':>19s}")
+for name in effects[0]:
+    size = median([layer[name][0] for layer in effects])
+    change = median([layer[name][1] for layer in effects])
+    per_unit = median([layer[name][1] / layer[name][0] for layer in effects])
+    print(f"{name:20s} {size:10.4f} {change:12.2e} {per_unit:19.2e}")
+
+# What to look for: the bottom pair's own scale shrinks the step (its ||ΔW|| against the same
+# directions at the top scale), while the directions set what a step of a given size buys (top against
+# bottom at the top scale). Training answers the same question over 150 steps, each pair at the rate
+# chosen for it on validation (docs/comparison.md, "The paper's controls"):
+#
+#     RESULTS
+#
+# REPLY
+
+# %% 6. LoRA-SB in one call
 #
 # LoRA-SB freezes the gradient subspace above, B = U_r and A = V_rᵀ of the first-step estimate, and
 # starts R = Σ_r, so that B R A is the best rank-r approximation of that step: the model starts where
@@ -201,3 +252,7 @@ print(f"{name}: |B R A - (ΔW_1)_8| = {gap:.1e} at the start; R is {tuple(layer.
 #    fine-tuning's first step for one layer, -η sign(∇_W L), as Adam's first step would be
 # 3. Experiment: subspace_shares(delta, W, first_step, rank, seed). Before you run it: of the
 #    top, random and gradient subspaces, which holds most of ΔW at r = 8, and which least?
+# 4. Experiment: first_step_effects(W, gradient, rank, learning_rate), section 5's step for the top
+#    pair and the bottom pair at both scales. Before you run it: which step is smallest, and which
+#    buys least loss for its size? Then run train.py with `--subspace bottom` and `--subspace bottom
+#    --scale own` at r = 8 on plural: does training agree with the first step?

@@ -13,6 +13,7 @@ from conftest import ROOT, tiny_gpt
 from loraxs_mini.adapters import EVERY_LINEAR_SPLIT_QKV, AdapterConfig, add_adapters, save_adapters
 from loraxs_mini.errors import LoraxsError
 from loraxs_mini.export import export_to_peft, import_peft_lora
+from loraxs_mini.export import main as export_main
 from loraxs_mini.pretrained import load_pretrained, save_pretrained
 from loraxs_mini.safetensors_file import load_file, save_file
 
@@ -29,6 +30,9 @@ CASES = {  # name: (AdapterConfig settings, export as LoRA)
     "tinylora": (dict(method="tinylora", rank=2, u=5, weight_tying=0.5, seed=3), False),
     "tinylora-qkv-as-lora": (dict(method="tinylora", rank=2, targets=EVERY_LINEAR_SPLIT_QKV), True),
     "loraxs-random": (dict(method="loraxs", rank=4, subspace="random"), False),
+    "loraxs-bottom-own-scale": (dict(method="loraxs", rank=4, subspace="bottom", scale="own"), False),
+    "loraxs-random-own-scale": (dict(method="loraxs", rank=4, subspace="random", scale="own"), False),
+    "loraxs-kaiming-uniform": (dict(method="loraxs", rank=4, subspace="kaiming-uniform"), False),
     "lorasb": (dict(method="lorasb", rank=4), False),
     "lorasb-qkv": (dict(method="lorasb", rank=3, targets=EVERY_LINEAR_SPLIT_QKV), False),
 }
@@ -235,3 +239,42 @@ def test_a_peft_folder_we_can_reproduce_gives_peft_s_logits(hf_tiny, prompt, tmp
     with torch.no_grad():
         torch.testing.assert_close(ours(prompt)[0], reloaded(prompt).logits, atol=1e-4, rtol=0)
         torch.testing.assert_close(ours(prompt)[0], theirs.eval()(prompt).logits, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize(("subspace", "scale"), [("bottom", "own"), ("random", "own"), ("kaiming-uniform", "top")])
+def test_each_loraxs_pair_trains_saves_reloads_bit_for_bit_merges_and_exports(
+    hf_tiny, tmp_path, monkeypatch, capsys, subspace, scale
+):
+    """train.py with the pair and its own default rate (no --lr), then the file it wrote: what a student does next."""
+    import train
+    from loraxs_mini.adapters import load_adapters, merge_adapters
+
+    _, folder = hf_tiny
+    trained_models, real_fine_tune = [], train.fine_tune
+
+    def recording_fine_tune(model, *args, **kwargs):
+        trained_models.append(model)
+        return real_fine_tune(model, *args, **kwargs)
+
+    monkeypatch.setattr(train, "fine_tune", recording_fine_tune)
+    data = tmp_path / "plural"  # the shipped task's first lines: scoring all of it would be most of the test's time
+    data.mkdir()
+    for split in ("train", "validation", "test"):
+        lines = (ROOT / "data" / "plural" / f"{split}.jsonl").read_text().splitlines(keepends=True)
+        (data / f"{split}.jsonl").write_text("".join(lines[:8]))
+    pair = ["--subspace", subspace, "--scale", scale]
+    train.main(
+        ["--init-from", str(folder), "--data", str(data), "--method", "loraxs", *pair, "--rank", "4"]
+        + ["--steps", "3", "--batch-size", "4", "--out", str(tmp_path)]
+    )
+    label = {"top": "", "own": "-own-scale"}[scale]
+    path = tmp_path / f"plural-loraxs-{subspace}{label}-r4.safetensors"
+    (model,) = trained_models
+    loaded = load_adapters(load_pretrained(folder), path).eval()
+    prompt = torch.randint(0, 50257, (2, 12), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        expected = model.eval()(prompt)[0]
+        assert torch.equal(loaded(prompt)[0], expected)
+        torch.testing.assert_close(merge_adapters(loaded)(prompt)[0], expected, atol=1e-4, rtol=0)
+    export_main([str(path), "--base", str(folder), "--to", str(tmp_path / "peft"), "--check"])  # what the docs type
+    assert "within 0.0001: passed" in capsys.readouterr().out

@@ -144,6 +144,16 @@ WRONG_ANSWERS = {
     ("08", "loraxs_as_lora"): "def loraxs_as_lora(A, B, R, scaling):\n    return A, B @ R  # the scale forgotten",
     ("09", "captured_share"): "def captured_share(delta, U, V):\n"
     "    return ((U.T @ delta @ V).norm() / delta.norm()).item()  # norms, not squared norms",
+    ("09", "first_step_effects"): "import torch\n"
+    "def first_step_effects(W, gradient, rank, learning_rate):\n"
+    "    U, S, Vh = torch.linalg.svd(W, full_matrices=False)\n"
+    "    B, A = U[:, -rank:], S[:rank, None] * Vh[-rank:]  # the top scale for both bottom pairs\n"
+    "    effects = {}\n"
+    "    for name, (B, A) in {'top': (U[:, :rank], S[:rank, None] * Vh[:rank]), 'bottom, top scale': (B, A),\n"
+    "                         'bottom, own scale': (B, A)}.items():\n"
+    "        delta = B @ (-learning_rate * (B.T @ gradient @ A.T).sign()) @ A\n"
+    "        effects[name] = (delta.norm().item(), (gradient * delta).sum().item())\n"
+    "    return effects",
     ("07", "merged_linear"): "import torch\n"
     "def merged_linear(adapter):\n"
     "    adapter.merge()  # changes the adapter instead of building a new layer\n"

@@ -160,3 +160,30 @@ def test_the_top_to_bottom_singular_value_ratios_in_the_methods_page():
     assert len(ratios) == 32
     said = f"the mean of the top 8 is {low:.0f} to {high:.0f} times the bottom 8's, {median:.1f} times at the median"
     assert said in text
+
+
+@requires_small_pretrained
+def test_the_size_of_each_frozen_pair_the_rate_grid_started_from():
+    """
+    docs/defaults.md: ||B A|| at r = 8, median over the 32 matrices of the small pretrained model. The top and bottom
+    pairs from W's singular values alone (||U Σ Vᵀ|| = √Σ σ²); the drawn pairs as LoRA-XS builds them.
+    """
+    model = load_pretrained(SMALL_PRETRAINED)
+    layers = [module for module in model.transformer.h.modules() if isinstance(module, torch.nn.Linear)]
+    singular_values = [torch.linalg.svdvals(layer.weight.detach().double()) for layer in layers]
+    sizes = {
+        "top pair": [S[:8].norm().item() for S in singular_values],
+        "bottom pair at its own scale": [S[-8:].norm().item() for S in singular_values],
+    }
+    for subspace, scale, said in (("random", "own", "random pair at its own"), ("kaiming-uniform", "top", "Kaiming")):
+        adapted = add_adapters(copy.deepcopy(model), "loraxs", rank=8, subspace=subspace, scale=scale)
+        sizes[said] = [(m.B @ m.A).norm().item() for m in adapted.modules() if hasattr(m, "R")]
+    assert len(layers) == 32 and all(len(values) == 32 for values in sizes.values())
+    median = {said: statistics.median(values) for said, values in sizes.items()}
+    text = " ".join((ROOT / "docs" / "defaults.md").read_text().split())
+    said = (
+        f"{median['top pair']:.1f} for the top pair, {median['bottom pair at its own scale']:.1f} for the bottom pair "
+        f"at its own scale, {median['random pair at its own']:.1f} for the random pair at its own, "
+        f"{median['Kaiming']:.1f} for Kaiming-uniform A and B"
+    )
+    assert said in text

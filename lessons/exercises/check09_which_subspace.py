@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from check import close, tiny_model
-from loraxs_mini.adapters import find_targets
+from loraxs_mini.adapters import add_adapters, find_targets
 from loraxs_mini.adapters.base import FirstStep
 from loraxs_mini.adapters.lorasb import first_update
 
@@ -86,3 +86,34 @@ def check_subspace_shares(module):
     assert shares["gradient"] > 5 * max(shares["top"], shares["random"]), "the gradient subspace should hold most"
     assert shares["random"] < 4 * chance, "a random pair should hold about (r / out)(r / in) of ΔW"
     return ", ".join(f"{name} {value:.3f}" for name, value in shares.items()) + f" of ΔW (chance {chance:.3f})"
+
+
+def check_first_step_effects(module):
+    """B = U's columns, A = singular values x Vᵀ's rows; R = -rate · sign(Bᵀ G Aᵀ); ΔW = B R A; sum(G * ΔW)"""
+    model, (inputs, targets) = tiny_model(), random_batch(8)
+    W = model.get_submodule(LAYER).weight
+    (gradient,) = torch.autograd.grad(model(inputs, targets)[1], [W])
+    rank, rate = 4, 1e-2
+    got = module.first_step_effects(W.detach().clone(), gradient.clone(), rank, rate)
+    names = ("top", "bottom, top scale", "bottom, own scale")
+    assert isinstance(got, dict) and set(got) == set(names), f"return a dict with the keys {', '.join(names)}"
+    # The independent answer: LoRA-XS itself, with each pair, and one real Adam step on its R.
+    for name, (subspace, scale) in zip(names, [("top", "top"), ("bottom", "top"), ("bottom", "own")]):
+        adapted = add_adapters(copy.deepcopy(model), "loraxs", rank=rank, subspace=subspace, scale=scale)
+        layer = adapted.get_submodule(LAYER)
+        start = layer.delta_weight().detach()  # R starts as noise of 1e-5, not 0: take its ΔW out
+        optimizer = torch.optim.Adam([layer.R], lr=rate)
+        adapted(inputs, targets)[1].backward()
+        optimizer.step()
+        delta = (layer.delta_weight() - start).detach()
+        size, loss_change = got[name]
+        assert isinstance(size, float) and isinstance(loss_change, float), f"{name}: return two floats"
+        assert math.isclose(size, delta.norm().item(), rel_tol=1e-2), (
+            f"{name}: size {size:.4g}, expected {delta.norm().item():.4g}"
+        )
+        expected = (gradient * delta).sum().item()
+        assert math.isclose(loss_change, expected, rel_tol=2e-2), (
+            f"{name}: loss change {loss_change:.4g}, expected {expected:.4g}"
+        )
+    ratio = got["bottom, top scale"][0] / got["bottom, own scale"][0]
+    return f"the bottom pair's step is {ratio:.1f}x larger at the top scale than at its own, here on a random model"

@@ -44,3 +44,23 @@ def subspace_shares(delta, W, first_step, rank, seed):
     Before you run it: which holds most of ΔW, and which least?
     """
     raise NotImplementedError("TODO")
+
+
+def first_step_effects(W, gradient, rank, learning_rate):
+    """
+    An experiment: directions or scale? LoRA-XS's frozen pair (B, A) has both, and the paper's own control (its
+    code's bottom pair) changes them at once. Separate them with one step of training.
+
+    Build three pairs from the SVD of W = U Σ Vᵀ (torch.linalg.svd; singular values largest first):
+        "top"                B = U_r (the first r columns),  A = Σ_r V_rᵀ                         LoRA-XS
+        "bottom, top scale"  B = the last r columns of U,    A = Σ_r (the top r values) x the last r rows of Vᵀ
+        "bottom, own scale"  B = the last r columns of U,    A = the last r values x the last r rows of Vᵀ
+    For each, take Adam's first step on R from R = 0: dL/dR = Bᵀ G Aᵀ with G = `gradient` (dL/dW, out x in), and
+    Adam's first step is R = -learning_rate · sign(dL/dR). Then ΔW = B R A.
+
+    Return {pair: (size, loss_change)} with size = ||ΔW|| (Frobenius) and loss_change = <G, ΔW> = Σ G_ij ΔW_ij,
+    the first-order change of the loss that step makes (negative: the loss falls). Both as floats.
+
+    Before you run it: which pair's step is smallest? Which one lowers the loss least for its size?
+    """
+    raise NotImplementedError("TODO")

@@ -25,3 +25,18 @@ def subspace_shares(delta, W, first_step, rank, seed):
         "random": captured_share(delta, U_random, V_random),
         "gradient": captured_share(delta, U_G[:, :rank], Vh_G[:rank].T),
     }
+
+
+def first_step_effects(W, gradient, rank, learning_rate):
+    U, S, Vh = torch.linalg.svd(W, full_matrices=False)
+    pairs = {
+        "top": (U[:, :rank], S[:rank, None] * Vh[:rank]),
+        "bottom, top scale": (U[:, -rank:], S[:rank, None] * Vh[-rank:]),  # only the directions differ from top
+        "bottom, own scale": (U[:, -rank:], S[-rank:, None] * Vh[-rank:]),  # and now the scale as well
+    }
+    effects = {}
+    for name, (B, A) in pairs.items():
+        R = -learning_rate * (B.T @ gradient @ A.T).sign()  # Adam's first step from R = 0: g / |g| = sign(g)
+        delta = B @ R @ A  # out x in
+        effects[name] = (delta.norm().item(), (gradient * delta).sum().item())
+    return effects

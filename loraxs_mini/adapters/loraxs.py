@@ -17,31 +17,43 @@ R starts as tiny noise (std 1e-5, as in the paper's code), so ΔW ≈ 0 and the 
 pretrained one. R needs no non-zero partner to learn, unlike LoRA's B = 0: its gradient
 dL/dR = (alpha / r) Bᵀ (dL/dy) (A x)ᵀ does not involve R.
 
-`subspace` freezes other directions at the same scale Σ_r, to test the bet (lesson 09): `bottom`, W's r smallest
-singular directions, or `random`, a seeded orthonormal pair (svd.py, frozen_directions). Why alpha = r, how each
-rate was chosen, and what the paper's code does: docs/methods.md.
+`subspace` and `scale` freeze other pairs, to test the bet (lesson 09): W's bottom r directions or random ones, at
+W's top scale Σ_r or at their own, and the paper's code's Kaiming-uniform A and B (frozen_pairs.py has the table).
+Why alpha = r, how each rate was chosen, and what the paper's code does: docs/methods.md.
 """
 
 import torch
 import torch.nn.functional as F
 
+from ..errors import LoraxsError
 from .base import AdaptedLinear, Setting, new_parameter
-from .svd import SUBSPACES, check_svd_rank, check_svd_ranks, frozen_directions, top_triplets, warn_about_narrow_gaps
+from .frozen_pairs import SCALES, SUBSPACES, frozen_pair
+from .svd import check_svd_rank, check_svd_ranks, top_triplets, warn_about_narrow_gaps
 
 
 class LoRAXSLinear(AdaptedLinear):
     def __init__(
-        self, base, rank, alpha, dropout=0.0, generator=None, svd="gram", triplets=None, subspace="top", layer_seed=0
+        self,
+        base,
+        rank,
+        alpha,
+        dropout=0.0,
+        generator=None,
+        svd="gram",
+        triplets=None,
+        subspace="top",
+        scale="top",
+        layer_seed=0,
     ):
-        """`triplets`: W's SVD if computed already; `layer_seed`: a random subspace's (the seed + the layer's index)."""
+        """`triplets`: W's SVD if computed already; `layer_seed`: a random pair's (the seed + the layer's index)."""
         check_svd_rank(base, rank, self.display_name)
         super().__init__(base, rank, dropout)
         self.scaling = alpha / rank
-        U_r, S_r, Vh_r, gap = top_triplets(base, rank, svd, triplets)
-        U, Vh, self.gap = frozen_directions(base, rank, subspace, layer_seed, (U_r, Vh_r, gap))  # top: as they are
+        top = top_triplets(base, rank, svd, triplets)  # (U_r, Σ_r, V_rᵀ, gap)
+        B, A, self.gap = frozen_pair(base, rank, subspace, scale, layer_seed, top)  # top: B = U_r, A = Σ_r V_rᵀ
         # Frozen: buffers, not parameters. Rebuilt from W when an adapter file is loaded, unless stored in it.
-        self.register_buffer("B", U.contiguous(), persistent=False)  # out x r: U_r (or the bottom or random U')
-        self.register_buffer("A", S_r[:, None] * Vh, persistent=False)  # r x in: Σ_r V_rᵀ (top Σ_r in every subspace)
+        self.register_buffer("B", B.contiguous(), persistent=False)  # out x r
+        self.register_buffer("A", A.contiguous(), persistent=False)  # r x in
         R = torch.randn(rank, rank, generator=generator) * 1e-5
         self.R = new_parameter(R, like=base.weight)  # r x r, the only trained tensor
 
@@ -61,11 +73,17 @@ class LoRAXSLinear(AdaptedLinear):
     default_rank = 8
     learning_rates = {2: 1e-1, 4: 3e-2, 8: 1e-2, 16: 3e-3, 32: 3e-3}  # docs/defaults.md
     settings = {
-        "subspace": Setting("top", "the frozen directions (same scale): top, the paper's; bottom; random", SUBSPACES)
+        "subspace": Setting(
+            "top", "the frozen directions: top, the paper's; bottom; random; kaiming-uniform", SUBSPACES
+        ),
+        "scale": Setting("top", "bottom's or random's singular values: top, W's top ones; own, their own", SCALES),
     }
-    subspace_learning_rates = {  # the others wanted about 3x larger steps from r = 8 on (docs/defaults.md)
-        "bottom": {2: 1e-1, 4: 3e-2, 8: 3e-2, 16: 1e-2},
-        "random": {2: 3e-1, 4: 3e-1, 8: 3e-2, 16: 1e-2},
+    subspace_learning_rates = {  # each pair's own, chosen on validation (docs/defaults.md)
+        ("bottom", "top"): {2: 1e-1, 4: 3e-2, 8: 3e-2, 16: 1e-2},
+        ("random", "top"): {2: 3e-1, 4: 3e-1, 8: 3e-2, 16: 1e-2},
+        ("bottom", "own"): {2: 1.0, 4: 1.0, 8: 3e-1, 16: 1e-1},  # 1 is train.py's largest rate
+        ("random", "own"): {2: 3e-1, 4: 3e-1, 8: 3e-2, 16: 1e-2},
+        ("kaiming-uniform", "top"): {2: 3e-1, 4: 3e-2, 8: 1e-2, 16: 3e-3},
     }
 
     @classmethod
@@ -73,12 +91,24 @@ class LoRAXSLinear(AdaptedLinear):
         return float(rank)  # the paper's math runs: lora_alpha = r, so alpha / r = 1 at every r
 
     @classmethod
+    def check_settings(cls, config):
+        if config.scale == "own" and config.subspace in ("top", "kaiming-uniform"):
+            why = (
+                "its own singular values are W's top ones" if config.subspace == "top" else "it has no singular values"
+            )
+            raise LoraxsError(
+                f"scale 'own' is for the bottom and random subspaces ({config.subspace}: {why}); leave it out"
+            )
+
+    @classmethod
     def run_label(cls, config):
-        return cls.name if config.subspace == "top" else f"{cls.name}-{config.subspace}"
+        own = "-own-scale" if config.scale == "own" else ""
+        return cls.name if config.subspace == "top" else f"{cls.name}-{config.subspace}{own}"
 
     @classmethod
     def learning_rates_for(cls, config=None):
-        return cls.subspace_learning_rates.get(config.subspace if config else "top", cls.learning_rates)
+        pair = (config.subspace, config.scale) if config else ("top", "top")
+        return cls.subspace_learning_rates.get(pair, cls.learning_rates)
 
     @classmethod
     def check_layers(cls, layers, config):

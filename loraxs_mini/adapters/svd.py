@@ -34,8 +34,8 @@ same sign convention, so B and A do not depend on the library that computed them
 
 Below the three routes: what LoRA-XS, TinyLoRA and LoRA-SB share on top of them. The rank a layer's SVD allows
 (check_svd_ranks), the top triplets with the gap σ_r / σ_{r+1} after them and the warning when it is nearly 1
-(top_triplets, warn_about_narrow_gaps), each matrix's SVD computed once for a whole sweep (SVDCache), and the
-other subspaces LoRA-XS can freeze, for lesson 09's question (frozen_directions).
+(top_triplets, warn_about_narrow_gaps) and each matrix's SVD computed once for a whole sweep (SVDCache). The
+other pairs LoRA-XS can freeze, for lesson 09's question, are in frozen_pairs.py.
 """
 
 import math
@@ -165,9 +165,6 @@ class SVDCache:
         return self.triplets[name, method]
 
 
-SUBSPACES = ("top", "bottom", "random")
-
-
 def top_triplets(base, rank, svd="gram", triplets=None):
     """
     (U_r, Σ_r, V_rᵀ, gap) of the layer's weight, gap = σ_r / σ_{r+1}: what LoRA-XS (and TinyLoRA) build B and A
@@ -176,23 +173,3 @@ def top_triplets(base, rank, svd="gram", triplets=None):
     U, S, Vh = loraxs_svd(base.weight, rank, svd) if triplets is None else triplets
     gap = (S[rank - 1] / S[rank]).item() if len(S) > rank and not S.is_meta else math.inf
     return U[:, :rank], S[:rank], Vh[:rank], gap
-
-
-def frozen_directions(base, rank, subspace, seed, top):
-    """
-    (U', V'ᵀ, gap): the r directions LoRA-XS freezes, out x r and r x in. `top`: the layer's (U_r, V_rᵀ, gap). gap
-    is σ_r / σ_(r+1) at the edge of the chosen singular directions (random: none, infinite).
-    """
-    U_r, Vh_r, gap = top
-    if subspace == "top":
-        return U_r, Vh_r, gap
-    W = base.weight.detach().float()
-    if subspace == "bottom":  # every triplet (the Gram route would lose the small ones), then the last r
-        U, S, Vh = torch.linalg.svd(W, full_matrices=False)
-        signs = fixed_signs(U[:, -rank:])
-        edge = (S[-rank - 1] / S[-rank]).item() if len(S) > rank else math.inf  # σ_(n-r) / σ_(n-r+1)
-        return U[:, -rank:] * signs, Vh[-rank:] * signs[:, None], edge
-    generator = torch.Generator().manual_seed(seed)  # random: orthonormal columns from QR of Gaussian matrices
-    U = torch.linalg.qr(torch.randn(W.shape[0], rank, generator=generator)).Q  # out x r
-    V = torch.linalg.qr(torch.randn(W.shape[1], rank, generator=generator)).Q  # in x r
-    return U.to(W.device), V.T.to(W.device), math.inf
