@@ -265,6 +265,19 @@ def test_lesson_09_shares_on_the_small_pretrained_model_are_the_ones_its_text_st
                        r"ceiling (\d+)%", (ROOT / "lessons" / "09_which_subspace.py").read_text())  # fmt: skip
     for name, percent in zip(("gradient", "top", "random", "bottom", "ceiling"), stated.groups()):
         assert f"{100 * at_rank_8[name]:.{len(percent.partition('.')[2])}f}" == percent, (name, at_rank_8[name])
+    # Section 5: one step on R for each pair, as printed, and as the text says it.
+    step = {
+        name: [
+            abs(float(value)) for value in re.search(rf"^{name} +([\d.]+) +\S+ +(\S+)$", result.stdout, re.M).groups()
+        ]
+        for name in ("top", "bottom, top scale", "bottom, own scale")
+    }  # pair -> [||ΔW||, loss change per unit of ||ΔW||], medians over the layers
+    text = " ".join(line.lstrip("# ") for line in (ROOT / "lessons" / "09_which_subspace.py").read_text().splitlines())
+    (top, _), (bottom, bottom_per_unit), (own, own_per_unit) = step.values()
+    assert f"step is {bottom / own:.1f}x smaller at its own scale (||ΔW|| {own:.3f} against {bottom:.3f})" in text
+    assert f"buys as much loss per unit of size ({own_per_unit:.2f} and {bottom_per_unit:.2f})" in text
+    assert f"as large as the top pair's ({top:.3f}), and buys about half as much ({bottom_per_unit:.2f} against" in text
+    assert f"against {step['top'][1]:.2f})" in text and 0.4 < bottom_per_unit / step["top"][1] < 0.6  # "about half"
 
 
 @pytest.mark.parametrize("limit", ["-1", "nan", "0"])

@@ -51,7 +51,7 @@ class LoRAXSLinear(AdaptedLinear):
         self.scaling = alpha / rank
         top = top_triplets(base, rank, svd, triplets)  # (U_r, Σ_r, V_rᵀ, gap)
         B, A, self.gap = frozen_pair(base, rank, subspace, scale, layer_seed, top)  # top: B = U_r, A = Σ_r V_rᵀ
-        # Frozen: buffers, not parameters. Rebuilt from W when an adapter file is loaded, unless stored in it.
+        # Frozen: buffers, not parameters. Rebuilt from W (and the seed) when a file is loaded, unless stored in it.
         self.register_buffer("B", B.contiguous(), persistent=False)  # out x r
         self.register_buffer("A", A.contiguous(), persistent=False)  # r x in
         R = torch.randn(rank, rank, generator=generator) * 1e-5
