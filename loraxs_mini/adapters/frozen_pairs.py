@@ -29,7 +29,7 @@ import math
 
 import torch
 
-from .svd import fixed_signs, truncated_svd
+from .svd import fixed_signs, loraxs_svd
 
 SUBSPACES = ("top", "bottom", "random", "kaiming-uniform")
 SCALES = ("top", "own")
@@ -57,7 +57,7 @@ def frozen_pair(base, rank, subspace, scale, seed, top):
         U, S, Vh, gap = U.to(W.device), S_r, V.T.to(W.device), math.inf
     elif subspace == "random":  # svd_on_random: the top r of K's SVD, K built in x out as the code builds it
         K = kaiming_uniform(W.shape[1], W.shape[0], generator).T  # out x in
-        U, S, Vh = truncated_svd(K, min(rank + 1, *K.shape), "svd")
+        U, S, Vh = loraxs_svd(K, rank, "svd")  # r + 1 triplets, to see the gap after σ_r
         gap = (S[rank - 1] / S[rank]).item() if len(S) > rank else math.inf
         U, S, Vh = U[:, :rank].to(W.device), S[:rank].to(W.device), Vh[:rank].to(W.device)
     else:  # kaiming-uniform, the code's random: no SVD, no singular values

@@ -92,12 +92,11 @@ class LoRAXSLinear(AdaptedLinear):
 
     @classmethod
     def check_settings(cls, config):
-        if config.scale == "own" and config.subspace in ("top", "kaiming-uniform"):
-            why = (
-                "its own singular values are W's top ones" if config.subspace == "top" else "it has no singular values"
-            )
+        why = {"top": "its own singular values are W's top ones", "kaiming-uniform": "it has no singular values"}
+        if config.scale == "own" and config.subspace in why:
             raise LoraxsError(
-                f"scale 'own' is for the bottom and random subspaces ({config.subspace}: {why}); leave it out"
+                f"scale 'own' is for the bottom and random subspaces ({config.subspace}: {why[config.subspace]}); "
+                "leave it out"
             )
 
     @classmethod
